@@ -1,0 +1,7 @@
+"""Allows ``python -m krakenplug``."""
+
+import sys
+
+from krakenplug import cli
+
+sys.exit(cli.main())

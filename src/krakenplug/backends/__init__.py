@@ -1,0 +1,74 @@
+"""Backend registry: a name maps to a lazily imported class, so importing this never touches hardware.
+
+``open_backend`` is the one place that turns a library that fails to load into zero devices (or into
+an exit, when the user asked for ``fail_on_init_error``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import pydantic
+
+from krakenplug import errors
+from krakenplug.backends import base, fallback
+from krakenplug.settings import Settings, describe_validation_error
+
+logger = logging.getLogger(__name__)
+
+_REGISTRY = {
+    "fake": "krakenplug.backends.fake:FakeBackend",
+    "nvidia": "krakenplug.backends.nvidia:NvidiaBackend",
+    "ascend": "krakenplug.backends.ascend:AscendBackend",
+    "cambricon": "krakenplug.backends.cambricon:CambriconBackend",
+    "kunlun": "krakenplug.backends.kunlun:KunlunBackend",
+    "streamcomputing": "krakenplug.backends.streamcomputing:StreamComputingBackend",
+}
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_class(name: str) -> type:
+    """Imports the backend class registered under ``name``."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise errors.ConfigError(f"backend: unknown backend {name!r}; known backends: {', '.join(names())}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create(settings: Settings) -> base.Backend:
+    """Builds the configured backend (not yet opened); bad options raise ConfigError naming the field."""
+    cls = load_class(settings.backend)
+    raw = settings.backend_options(settings.backend)
+    try:
+        options = cls.Options.model_validate(raw)
+    except pydantic.ValidationError as err:
+        message = describe_validation_error(err).replace("\n  ", f"\n  backends.{settings.backend}.")
+        raise errors.ConfigError(message) from err
+    return cls(options, node_name=settings.node_name)
+
+
+def open_backend(settings: Settings) -> base.Backend:
+    """Creates and opens the backend; a library that cannot load degrades to zero devices."""
+    backend = create(settings)
+    try:
+        backend.open()
+    except errors.BackendUnavailable as err:
+        if settings.fail_on_init_error:
+            raise
+        _log_unavailable(settings.backend, err)
+        return fallback.RetryingBackend(backend, first_error=err)
+    return backend
+
+
+def _log_unavailable(name: str, err: Exception) -> None:
+    logger.warning("backend %s is unavailable: %s", name, err)
+    logger.warning("serving zero devices and retrying in the background; if this node has %s devices, check "
+                   "that the driver is loaded and the library path in backends.%s is mounted", name, name)
+    logger.warning("if this is not a %s node, fix the DaemonSet's nodeSelector/affinity; set fail_on_init_error "
+                   "to make this fatal", name)

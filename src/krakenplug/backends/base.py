@@ -1,0 +1,186 @@
+"""The vendor-neutral device model and the Backend protocol every vendor implements.
+
+A backend is small on purpose (Intel's device-plugin framework is the model): a snapshot of devices,
+what a container needs to use some of them, and samples for metrics. Anything more is an optional
+capability protocol that components detect with ``isinstance``.
+
+Units follow the product's metric contract: memory in MB (MiB, 1048576 bytes), utilization in percent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import fnmatch
+import threading
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "ContainerAllocation",
+    "Device",
+    "DeviceNode",
+    "DeviceSample",
+    "Health",
+    "Mount",
+    "ResourceRule",
+    "SupportsAllocationLimit",
+    "SupportsDriverVersion",
+    "SupportsHealthEvents",
+    "SupportsPreferredAllocation",
+]
+
+
+class Health(str, enum.Enum):
+    """The kubelet compares against exactly "Healthy"; anything else is unhealthy."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceNode:
+    """A device file handed to the container (DeviceSpec in the kubelet API)."""
+
+    host_path: str
+    container_path: str = ""
+    permissions: str = "rw"
+
+    def __post_init__(self) -> None:
+        if not self.container_path:
+            object.__setattr__(self, "container_path", self.host_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    host_path: str
+    container_path: str
+    read_only: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    """One physical (or SR-IOV virtual) device as a backend sees it at one moment.
+
+    ``id`` is stable across restarts (UUID, serial or PCI bus ID) and is what the kubelet sees.
+    ``index`` is the vendor-local index used in env vars and the ``device_index`` metric label.
+    """
+
+    id: str
+    index: int
+    vendor: str
+    model: str
+    memory_total_mb: int
+    resource: str
+    numa_node: int | None = None
+    health: Health = Health.HEALTHY
+    health_reason: str = ""
+    pci_bus_id: str | None = None
+    uuid: str | None = None
+    device_nodes: tuple[DeviceNode, ...] = ()
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is Health.HEALTHY
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSample:
+    """One reading for metrics; None means the vendor does not offer it (never a fake 0)."""
+
+    utilization_percent: float | None = None
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerAllocation:
+    """What the container needs to use the allocated devices (ContainerAllocateResponse)."""
+
+    envs: dict[str, str] = dataclasses.field(default_factory=dict)
+    device_nodes: tuple[DeviceNode, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class ResourceRule(BaseModel):
+    """Advertise devices whose model matches one of ``models`` (shell globs) under ``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Extended resource name, e.g. krakenplug.pcl.ac.cn/nvidia-a100.")
+    models: list[str] = Field(min_length=1, description="Model-name globs, matched case-insensitively.")
+
+
+class BackendOptions(BaseModel):
+    """Options every backend accepts under ``backends.<name>``; vendors subclass to add theirs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resource_name: str | None = Field(None, description="None: the backend's default resource name.")
+    resources: list[ResourceRule] = Field(
+        default_factory=list, description="Per-model resource names; first match wins, others use resource_name.",
+    )
+    dev_root: str = Field("/dev", description="Where device nodes are looked up (host /dev in the chart).")
+    sysfs_root: str = Field("/sys", description="Root of sysfs (NUMA node, SR-IOV).")
+    call_timeout_seconds: float = Field(5.0, gt=0, description="Bound on each vendor library call.")
+
+    def resource_for(self, model: str, default: str) -> str:
+        """The resource a device of ``model`` is advertised under."""
+        for rule in self.resources:
+            if any(fnmatch.fnmatchcase(model.lower(), pattern.lower()) for pattern in rule.models):
+                return rule.name
+        return self.resource_name or default
+
+
+class Backend(Protocol):
+    """What every vendor backend provides. Implementations must be thread-safe."""
+
+    name: ClassVar[str]
+
+    def open(self) -> None:
+        """Loads and initialises the vendor library; raises BackendUnavailable when it cannot."""
+
+    def close(self) -> None:
+        """Releases the vendor library; safe to call twice."""
+
+    def devices(self) -> Sequence[Device]:
+        """A full, fresh snapshot of the devices and their health."""
+
+    def allocate(self, devices: Sequence[Device]) -> ContainerAllocation:
+        """Device nodes, env vars and mounts for a container that gets ``devices``."""
+
+    def sample(self, device: Device) -> DeviceSample:
+        """Utilization and memory (plus temperature/power where offered) of one device."""
+
+
+@runtime_checkable
+class SupportsHealthEvents(Protocol):
+    """The backend learns of changes itself (XID events, file watches) and says so at once."""
+
+    def watch_health(self, stop: threading.Event, changed: Callable[[], None]) -> None:
+        """Blocks until ``stop`` is set, calling ``changed()`` whenever ``devices()`` may differ."""
+
+
+@runtime_checkable
+class SupportsPreferredAllocation(Protocol):
+    def preferred_allocation(self, available: Sequence[Device], must_include: Sequence[Device], size: int) -> list[str]:
+        """IDs of ``size`` devices to prefer; must contain every ``must_include`` device."""
+
+
+@runtime_checkable
+class SupportsAllocationLimit(Protocol):
+    """The vendor gives a container at most this many devices (StreamComputing: one)."""
+
+    def max_devices_per_container(self) -> int | None: ...
+
+
+@runtime_checkable
+class SupportsDriverVersion(Protocol):
+    def driver_version(self) -> str | None: ...

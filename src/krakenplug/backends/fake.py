@@ -1,0 +1,259 @@
+"""The fake backend: devices described in a YAML file that is watched while the agent runs.
+
+It serves the demo, the e2e tests and clusters without accelerators (kind). Editing the file is the
+fault-injection interface: change ``health``, ``utilization`` or ``memory_used_mb``, add or remove
+devices, or set ``faults`` to make samples fail or hang. A malformed edit is reported with the line and
+field, and the last good state is kept.
+
+File format::
+
+    devices:
+      - id: fake-0            # stable ID advertised to the kubelet
+        model: KrakenSim-80G
+        memory_mb: 81920
+        numa_node: 0          # or null
+        health: Healthy       # or Unhealthy
+        health_reason: ""     # optional, shown in logs
+        utilization: 37.5     # percent
+        memory_used_mb: 20480
+        pci_bus_id: "0000:3b:00.0"   # optional
+    faults:                   # optional
+      sample_error: "ECC storm"      # every sample raises DeviceQueryError with this text
+      sample_delay_seconds: 10       # every sample sleeps this long first (exercise timeouts)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from krakenplug import errors
+from krakenplug.backends import base
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESOURCE = "krakenplug.pcl.ac.cn/fake"
+
+
+class FakeOptions(base.BackendOptions):
+    devices_file: Path | None = Field(None, description="YAML device file; None uses the embedded default.")
+    watch_interval_seconds: float = Field(0.05, gt=0, description="How often the file is checked for edits.")
+    device_node_host_path: str = Field(
+        "/dev/null", description="Host device handed to containers as /dev/krakenplug-fake<index>.",
+    )
+
+
+class _FakeDevice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    model: str = Field(min_length=1)
+    memory_mb: int = Field(ge=0)
+    numa_node: int | None = Field(None, ge=0)
+    health: Literal["Healthy", "Unhealthy"] = "Healthy"
+    health_reason: str = ""
+    utilization: float = Field(0.0, ge=0, le=100)
+    memory_used_mb: float = Field(0.0, ge=0)
+    pci_bus_id: str | None = None
+
+
+class _Faults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sample_error: str | None = None
+    sample_delay_seconds: float = Field(0.0, ge=0)
+
+
+class _FakeFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    devices: list[_FakeDevice]
+    faults: _Faults = _Faults()
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    devices: tuple[base.Device, ...]
+    samples: dict[str, base.DeviceSample]
+    faults: _Faults
+
+
+class FakeBackend:
+    """Devices from a file; thread-safe; reloads when the file changes."""
+
+    name: ClassVar[str] = "fake"
+    Options: ClassVar[type[FakeOptions]] = FakeOptions
+
+    def __init__(self, options: FakeOptions, *, node_name: str = "") -> None:
+        self._options = options
+        self._lock = threading.Lock()
+        self._state: _State | None = None
+        self._stamp: tuple[int, int, int] | None = None
+        self.last_error: str | None = None
+
+    @property
+    def source(self) -> str:
+        return str(self._options.devices_file) if self._options.devices_file else "<embedded default>"
+
+    def open(self) -> None:
+        with self._lock:
+            try:
+                self._state = self._load()
+            except errors.ConfigError as err:
+                raise errors.BackendUnavailable(str(err)) from err
+
+    def close(self) -> None:
+        pass
+
+    def devices(self) -> Sequence[base.Device]:
+        return self._refresh().devices
+
+    def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
+        ids = ",".join(device.id for device in devices)
+        indexes = ",".join(str(device.index) for device in devices)
+        return base.ContainerAllocation(
+            envs={"KRAKENPLUG_VISIBLE_DEVICES": ids, "FAKE_VISIBLE_DEVICES": indexes},
+            device_nodes=tuple(
+                base.DeviceNode(self._options.device_node_host_path, f"/dev/krakenplug-fake{device.index}")
+                for device in devices
+            ),
+            annotations={"krakenplug.pcl.ac.cn/fake-devices": ids},
+        )
+
+    def sample(self, device: base.Device) -> base.DeviceSample:
+        state = self._refresh()
+        if state.faults.sample_delay_seconds:
+            time.sleep(state.faults.sample_delay_seconds)
+        if state.faults.sample_error:
+            raise errors.DeviceQueryError(f"fake device {device.id}: {state.faults.sample_error}")
+        try:
+            return state.samples[device.id]
+        except KeyError:
+            raise errors.DeviceQueryError(f"fake device {device.id} is gone") from None
+
+    def watch_health(self, stop: threading.Event, changed: Callable[[], None]) -> None:
+        previous = self._refresh().devices
+        while not stop.wait(self._options.watch_interval_seconds):
+            current = self._refresh().devices
+            if current != previous:
+                previous = current
+                changed()
+
+    def driver_version(self) -> str | None:
+        return "fake-1.0"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _refresh(self) -> _State:
+        with self._lock:
+            if self._options.devices_file is not None and self._file_stamp() != self._stamp:
+                try:
+                    self._state = self._load()
+                    self.last_error = None
+                except errors.ConfigError as err:
+                    if str(err) != self.last_error:
+                        logger.error("%s; keeping the last good device list", err)
+                    self.last_error = str(err)
+            if self._state is None:
+                raise errors.BackendUnavailable(f"fake devices file {self.source} was never loaded")
+            return self._state
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._options.devices_file)  # type: ignore[arg-type]
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def _read_text(self) -> str:
+        if self._options.devices_file is None:
+            return resources.files("krakenplug").joinpath("data/fake-devices.yaml").read_text()
+        try:
+            return Path(self._options.devices_file).read_text()
+        except OSError as err:
+            raise errors.ConfigError(f"fake devices file {self.source}: cannot read: {err.strerror}") from err
+
+    def _load(self) -> _State:
+        self._stamp = self._file_stamp() if self._options.devices_file else None
+        text = self._read_text()
+        parsed = parse_devices_file(text, source=self.source)
+        devices, samples = [], {}
+        for index, spec in enumerate(parsed.devices):
+            device = base.Device(
+                id=spec.id, index=index, vendor="fake", model=spec.model, memory_total_mb=spec.memory_mb,
+                resource=self._options.resource_for(spec.model, DEFAULT_RESOURCE), numa_node=spec.numa_node,
+                health=base.Health(spec.health), health_reason=spec.health_reason, pci_bus_id=spec.pci_bus_id,
+                uuid=spec.id, device_nodes=(base.DeviceNode(self._options.device_node_host_path,
+                                                            f"/dev/krakenplug-fake{index}"),),
+            )
+            devices.append(device)
+            samples[spec.id] = base.DeviceSample(
+                utilization_percent=spec.utilization, memory_used_mb=spec.memory_used_mb,
+                memory_total_mb=float(spec.memory_mb),
+            )
+        return _State(tuple(devices), samples, parsed.faults)
+
+
+def parse_devices_file(text: str, *, source: str) -> _FakeFile:
+    """Validates a devices file; errors name the line and the field (``devices[1].memory_mb``)."""
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise errors.ConfigError(f"fake devices file {source}{where}: invalid YAML: "
+                                 f"{getattr(err, 'problem', None) or err}") from err
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"fake devices file {source}: expected a mapping with a 'devices' list")
+    try:
+        parsed = _FakeFile.model_validate(data)
+    except pydantic.ValidationError as err:
+        problem = err.errors()[0]
+        raise errors.ConfigError(f"fake devices file {source}{_line_of(node, problem['loc'])}: "
+                                 f"{_dotted(problem['loc'])}: {problem['msg']} (got {problem.get('input')!r})") from err
+    seen: set[str] = set()
+    for position, spec in enumerate(parsed.devices):
+        if spec.id in seen:
+            raise errors.ConfigError(f"fake devices file {source}{_line_of(node, ('devices', position, 'id'))}: "
+                                     f"devices[{position}].id: duplicate device id {spec.id!r}")
+        seen.add(spec.id)
+    return parsed
+
+
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> str:
+    """The 1-based line of the deepest YAML node on ``loc``, as ' line N'."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+            if node is None:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return f" line {line}" if line else ""

@@ -1,0 +1,195 @@
+"""The ``krakenplug`` command: parse settings once, open the backend, run the enabled components.
+
+Components are imported lazily by name so that a command like ``krakenplug devices`` never loads
+gRPC servers or HTTP stacks, and each component stays independent of the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from krakenplug import __version__, backends, errors, logs, settings
+
+logger = logging.getLogger(__name__)
+
+COMPONENTS = ("plugin", "exporter", "discovery")
+EXIT_CONFIG = 2
+EXIT_BACKEND = 3
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", help="backend name (%s)" % ", ".join(backends.names()))
+    parser.add_argument("--config", help="YAML config file (the chart's ConfigMap); env KRAKENPLUG_CONFIG")
+    parser.add_argument("--fake-devices", metavar="FILE", help="device file of the fake backend")
+    parser.add_argument("--node-name", help="this node's name (default: env NODE_NAME, else the hostname)")
+    parser.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the selected backend (backends.<name>.KEY), repeatable")
+    parser.add_argument("--fail-on-init-error", action="store_true", default=None,
+                        help="exit non-zero if the vendor library cannot be initialised")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", choices=["plain", "json"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="krakenplug", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"krakenplug {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the node agent (device plugin, exporter, discovery as enabled)")
+    _add_common(run)
+    run.add_argument("--device-plugin-dir", help="kubelet device-plugin directory")
+    run.add_argument("--pod-resources-socket", help="kubelet PodResources socket")
+    run.add_argument("--metrics-address", metavar="HOST:PORT", help="exporter listen address")
+    run.add_argument("--replicas", type=int, help="time-slicing replicas per device")
+    run.add_argument("--sriov-num-vfs", type=int, help="SR-IOV VFs per device for backends that support it")
+    for component in COMPONENTS:
+        run.add_argument(f"--{component}", dest=component, action=argparse.BooleanOptionalAction, default=None,
+                         help=f"enable or disable the {component} component")
+
+    devices = sub.add_parser("devices", help="print the devices a backend sees")
+    _add_common(devices)
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = sub.add_parser("demo", help="self-contained demo: kubelet simulator + agent on the fake backend")
+    demo.add_argument("--keep-running", action="store_true", help="keep serving until Ctrl-C")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Maps flags onto the settings tree; flags that were not given stay None and are dropped."""
+    get = lambda name: getattr(args, name, None)  # noqa: E731 - tiny local accessor
+    backend_opts: dict[str, Any] = {}
+    for item in get("backend_opt") or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise errors.ConfigError(f"--backend-opt: expected KEY=VALUE, got {item!r}")
+        backend_opts[key] = value
+    if get("sriov_num_vfs") is not None:
+        backend_opts["sriov_num_vfs"] = get("sriov_num_vfs")
+    tree: dict[str, Any] = {
+        "backend": get("backend"),
+        "node_name": get("node_name"),
+        "fail_on_init_error": get("fail_on_init_error"),
+        "log": {"level": get("log_level"), "format": get("log_format")},
+        "plugin": {"device_plugin_dir": get("device_plugin_dir"), "replicas": get("replicas"),
+                   "enabled": get("plugin")},
+        "exporter": {"address": get("metrics_address"), "pod_resources_socket": get("pod_resources_socket"),
+                     "enabled": get("exporter")},
+        "discovery": {"enabled": get("discovery")},
+        "backends": {},
+    }
+    if get("fake_devices"):
+        tree["backends"]["fake"] = {"devices_file": get("fake_devices")}
+    if backend_opts:
+        tree["backends"]["__selected__"] = backend_opts
+    return tree
+
+
+def load_settings(args: argparse.Namespace) -> settings.Settings:
+    tree = _overrides(args)
+    selected = tree["backends"].pop("__selected__", None)
+    loaded = settings.load(config_file=getattr(args, "config", None), overrides=tree)
+    if selected:
+        merged = {**loaded.backend_options(loaded.backend), **selected}
+        loaded = settings.load(config_file=getattr(args, "config", None),
+                               overrides={**tree, "backends": {**tree["backends"], loaded.backend: merged}})
+    return loaded
+
+
+def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
+    backend = backends.open_backend(config)
+    try:
+        found = list(backend.devices())
+    finally:
+        backend.close()
+    rows = [{
+        "id": d.id, "index": d.index, "vendor": d.vendor, "model": d.model,
+        "memory_total_mb": d.memory_total_mb, "numa_node": d.numa_node, "health": d.health.value,
+        "health_reason": d.health_reason, "pci_bus_id": d.pci_bus_id, "resource": d.resource,
+    } for d in found]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no devices found by backend {config.backend}")
+        return 0
+    columns = ["index", "id", "model", "memory_total_mb", "numa_node", "health", "pci_bus_id", "resource"]
+    headers = ["INDEX", "ID", "MODEL", "MEMORY(MB)", "NUMA", "HEALTH", "PCI", "RESOURCE"]
+    table = [headers] + [["-" if r[c] is None else str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
+def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> int:
+    """Runs every enabled component on one shared backend until SIGTERM/SIGINT or ``stop``."""
+    stop = stop or threading.Event()
+    enabled = [name for name in COMPONENTS if getattr(config, name).enabled]
+    if not enabled:
+        raise errors.ConfigError("plugin.enabled, exporter.enabled, discovery.enabled: all are false; nothing to run")
+    backend = backends.open_backend(config)
+    failures: list[str] = []
+
+    def _run(name: str) -> None:
+        try:
+            importlib.import_module(f"krakenplug.{name}").run(config, backend, stop)
+        except Exception:  # a component that dies takes the agent down so the kubelet restarts the pod
+            logger.exception("component %s failed", name)
+            failures.append(name)
+            stop.set()
+
+    threads = [threading.Thread(target=_run, args=(name,), name=name, daemon=True) for name in enabled]
+    logger.info("krakenplug %s starting on node %s with backend %s: %s", __version__, config.node_name,
+                config.backend, ", ".join(enabled))
+    for thread in threads:
+        thread.start()
+    while not stop.wait(0.5):
+        pass
+    for thread in threads:
+        thread.join(timeout=10)
+    backend.close()
+    logger.info("krakenplug stopped")
+    return 1 if failures else 0
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def _handle(signum: int, _frame: Any) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handle)
+    signal.signal(signal.SIGINT, _handle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        logs.configure(level="warning")
+        return importlib.import_module("krakenplug.demo").main(keep_running=args.keep_running)
+    try:
+        config = load_settings(args)
+    except errors.ConfigError as err:
+        print(f"krakenplug: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(level=config.log.level, fmt=config.log.format)
+    try:
+        if args.command == "devices":
+            return cmd_devices(config, args)
+        stop = threading.Event()
+        _install_signal_handlers(stop)
+        return cmd_run(config, stop)
+    except errors.ConfigError as err:
+        print(f"krakenplug: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except errors.BackendUnavailable as err:
+        logger.error("backend %s failed to initialise and fail_on_init_error is set: %s", config.backend, err)
+        return EXIT_BACKEND
