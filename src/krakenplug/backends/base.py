@@ -129,7 +129,11 @@ class BackendOptions(BaseModel):
     )
     dev_root: str = Field("/dev", description="Where device nodes are looked up (host /dev in the chart).")
     sysfs_root: str = Field("/sys", description="Root of sysfs (NUMA node, SR-IOV).")
+    library_path: str | None = Field(None, description="Vendor library to load; None searches the usual paths.")
     call_timeout_seconds: float = Field(5.0, gt=0, description="Bound on each vendor library call.")
+    health_poll_interval_seconds: float = Field(
+        10.0, gt=0, description="Period of the backend's own health checks (both directions: it also recovers).",
+    )
 
     def resource_for(self, model: str, default: str) -> str:
         """The resource a device of ``model`` is advertised under."""
