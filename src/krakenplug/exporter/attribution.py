@@ -1,0 +1,95 @@
+"""Which containers use which of our devices, from a kubelet PodResources ``List`` answer.
+
+Pure functions, so the rules are easy to test and to read:
+
+- The kubelet flattens a container's devices into one ``ContainerDevices`` entry per (device ID, NUMA
+  node); the same (resource, ID) pair can therefore appear several times and is counted once.
+- Time-slicing replicas are advertised as ``<id>::<k>``; they belong to the physical device ``<id>``.
+- Only (resource, ID) pairs that name one of *our* devices count: other device plugins on the node
+  (and IDs we no longer have) are ignored.
+- A device series names its pod only when exactly one pod uses the device, so ``sum()`` over device
+  series never counts a shared device twice; every use is listed in the allocation info metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Sequence
+
+from krakenplug.backends import base
+
+__all__ = ["Allocation", "DeviceUsers", "PodAttribution", "assign", "flatten"]
+
+_REPLICA_SUFFIX = re.compile(r"^(?P<device>.+)::\d+$")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Allocation:
+    """One device ID handed to one container, as the kubelet reports it."""
+
+    namespace: str
+    pod: str
+    container: str
+    resource: str
+    device_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PodAttribution:
+    """What a scrape knows about pods: the allocations and how fresh they are."""
+
+    allocations: tuple[Allocation, ...] = ()
+    up: bool = False
+    last_success_unix: float = 0.0  # 0: never
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceUsers:
+    """Every (namespace, pod, container, resource) using one physical device, sorted."""
+
+    users: tuple[tuple[str, str, str, str], ...]
+
+    def owner(self) -> tuple[str, str, str]:
+        """(pod, namespace, container) for the device series; a label is empty unless unambiguous."""
+        pods = {(namespace, pod) for namespace, pod, _, _ in self.users}
+        if len(pods) != 1:
+            return "", "", ""
+        namespace, pod = next(iter(pods))
+        containers = {container for _, _, container, _ in self.users}
+        return pod, namespace, containers.pop() if len(containers) == 1 else ""
+
+
+def flatten(response: object) -> tuple[Allocation, ...]:
+    """Every distinct (container, resource, device ID) in a ListPodResourcesResponse, sorted."""
+    found: set[Allocation] = set()
+    for pod in response.pod_resources:  # type: ignore[attr-defined]
+        for container in pod.containers:
+            for devices in container.devices:
+                for device_id in devices.device_ids:
+                    found.add(Allocation(pod.namespace, pod.name, container.name, devices.resource_name, device_id))
+    return tuple(sorted(found))
+
+
+def physical_id(device_id: str, known: Iterable[str] | set[str]) -> str | None:
+    """The ID of our device that ``device_id`` names (itself, or the device of a replica), else None."""
+    if device_id in known:
+        return device_id
+    match = _REPLICA_SUFFIX.match(device_id)
+    if match and match["device"] in known:
+        return match["device"]
+    return None
+
+
+def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device]) -> dict[str, DeviceUsers]:
+    """Maps our device IDs to their users; allocations naming other resources or IDs are dropped."""
+    resource_of = {device.id: device.resource for device in devices}
+    users: dict[str, set[tuple[str, str, str, str]]] = {}
+    for allocation in allocations:
+        device_id = physical_id(allocation.device_id, resource_of)
+        if device_id is None or resource_of[device_id] != allocation.resource:
+            continue
+        users.setdefault(device_id, set()).add(
+            (allocation.namespace, allocation.pod, allocation.container, allocation.resource))
+    return {device_id: DeviceUsers(tuple(sorted(found))) for device_id, found in users.items()}

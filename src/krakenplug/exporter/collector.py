@@ -1,0 +1,122 @@
+"""The exporter's collector: one scrape = one vendor reading + the cached pod map -> fresh families.
+
+``DeviceCollector`` follows prometheus_client's Collector protocol (``collect()`` yields new
+``GaugeMetricFamily`` objects each time, nothing is kept between scrapes), so it can be registered in
+any ``CollectorRegistry``; ``build_registry`` gives it one of its own, never the global REGISTRY.
+``/metrics`` uses ``scrape()`` with the faster renderer in ``exposition``; both see the same families.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+
+from krakenplug import __version__
+from krakenplug.backends import base
+from krakenplug.exporter import families
+from krakenplug.exporter.attribution import PodAttribution
+from krakenplug.exporter.reader import Reading, VendorReader
+
+__all__ = ["DeviceCollector", "PodSource", "StaticPods", "build_registry", "make_collector"]
+
+
+class PodSource(Protocol):
+    """Where the collector learns which pods use which devices (the PodResources watcher)."""
+
+    def current(self) -> PodAttribution: ...
+
+
+class StaticPods:
+    """A fixed pod map: no kubelet (the pod labels stay empty), or a given one in tests."""
+
+    def __init__(self, attribution: PodAttribution | None = None) -> None:
+        self._attribution = attribution or PodAttribution(error="pod attribution is disabled")
+
+    def current(self) -> PodAttribution:
+        return self._attribution
+
+
+class DeviceCollector:
+    """Reads the backend (bounded) and the pod map on every scrape; keeps only health bookkeeping."""
+
+    def __init__(self, reader: VendorReader, pods: PodSource, *, node_name: str, backend_name: str,
+                 base_unit_metrics: bool = False, version: str = __version__,
+                 python_version: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._reader = reader
+        self._pods = pods
+        self._node_name = node_name
+        self._vendor = backend_name
+        self._base_unit_metrics = base_unit_metrics
+        self._version = version
+        self._python_version = python_version or platform.python_version()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_usable: float | None = None
+
+    def scrape(self) -> list[families.Family]:
+        """One collection, as plain families (what ``/metrics`` renders)."""
+        reading = self.read()
+        context = families.ScrapeContext(
+            node_name=self._node_name, vendor=self._vendor, reading=reading, pods=self._pods.current(),
+            version=self._version, python_version=self._python_version,
+            base_unit_metrics=self._base_unit_metrics,
+        )
+        return families.build(context)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for family in self.scrape():
+            metric = GaugeMetricFamily(family.name, family.documentation, labels=list(family.labelnames))
+            for labels, value in family.samples:
+                metric.add_metric(list(labels), value)
+            yield metric
+
+    def describe(self) -> list:
+        # Registering must not trigger vendor reads (prometheus_client calls collect() without this).
+        return []
+
+    def read(self) -> Reading:
+        """A vendor reading; also what /healthz looks at."""
+        reading = self._reader.read()
+        with self._lock:
+            if reading.devices:
+                # The collector's vendor label follows the devices' own (kunlunxin for backend kunlun).
+                self._vendor = reading.devices[0].vendor
+            if reading.usable:
+                self._last_usable = self._clock()
+        return reading
+
+    def health(self, *, max_age_seconds: float) -> tuple[bool, str]:
+        """(True, "ok") when a usable reading is at most ``max_age_seconds`` old (reading now if needed)."""
+        with self._lock:
+            recent = self._last_usable is not None and self._clock() - self._last_usable <= max_age_seconds
+        if recent:
+            return True, "ok"
+        reading = self.read()
+        if reading.usable:
+            return True, "ok"
+        return False, f"last collection failed: {reading.problem()}"
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def build_registry(collector: DeviceCollector) -> CollectorRegistry:
+    """A registry of its own holding ``collector`` (prometheus_client's global REGISTRY stays untouched)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def make_collector(backend: base.Backend, *, node_name: str, pods: PodSource | None = None,
+                   timeout_seconds: float = 3.0, base_unit_metrics: bool = False,
+                   version: str = __version__, python_version: str | None = None) -> DeviceCollector:
+    """A collector over ``backend`` with its own vendor reader (close it with ``collector.close()``)."""
+    reader = VendorReader(backend, timeout_seconds=timeout_seconds)
+    return DeviceCollector(reader, pods or StaticPods(), node_name=node_name, backend_name=backend.name,
+                           base_unit_metrics=base_unit_metrics, version=version, python_version=python_version)
