@@ -1,0 +1,110 @@
+"""One resource's gRPC server on its unix socket: bind, serve, publish snapshots, stop and clean up.
+
+A server is never restarted in place: after the kubelet restarts, the manager stops it and starts a
+fresh one on a fresh socket (from the same inventory), so every generation has its own socket file.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from krakenplug import errors
+from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
+from krakenplug.plugin import allocation, servicer, watcher
+from krakenplug.plugin import feed as feed_mod
+from krakenplug.plugin import inventory as inventory_mod
+
+logger = logging.getLogger(__name__)
+
+# Each ListAndWatch stream holds a worker for its whole life; the kubelet keeps one and may briefly hold
+# a second across a reconnect, and admission sends unary calls alongside.
+MAX_WORKERS = 16
+_STOP_GRACE_SECONDS = 1.0
+
+
+class ResourceServer:
+    """Serves the DevicePlugin service for one resource on ``socket_path``."""
+
+    def __init__(self, inventory: inventory_mod.Inventory, socket_path: Path, *, backend: Any,
+                 limits: allocation.Limits, cdi_prefix: str | None = None) -> None:
+        self.socket_path = Path(socket_path)
+        self.identity: tuple[int, int] | None = None
+        self._feed = feed_mod.SnapshotFeed(inventory)
+        self._servicer = servicer.DevicePluginServicer(self._feed, backend, limits=limits, cdi_prefix=cdi_prefix)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._server: grpc.Server | None = None
+
+    @property
+    def resource(self) -> str:
+        return self._feed.inventory.resource
+
+    @property
+    def inventory(self) -> inventory_mod.Inventory:
+        return self._feed.inventory
+
+    def publish(self, inventory: inventory_mod.Inventory) -> bool:
+        """Makes ``inventory`` current; True when connected kubelets get a new snapshot."""
+        return self._feed.publish(inventory)
+
+    def start(self) -> None:
+        """Binds the socket (replacing a stale file) and serves; raises RegistrationError when it cannot."""
+        _remove_stale_socket(self.socket_path)
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}")
+        self._server = grpc.server(self._executor)
+        dp_grpc.add_DevicePluginServicer_to_server(self._servicer, self._server)
+        try:
+            if not self._server.add_insecure_port(f"unix://{self.socket_path}"):
+                raise RuntimeError("add_insecure_port returned 0")
+            self._server.start()
+            _check_accepts(self.socket_path)
+        except (RuntimeError, OSError) as err:
+            self.stop()
+            raise errors.RegistrationError(f"cannot serve {self.resource} on {self.socket_path}: {err}") from err
+        self.identity = watcher.identity_of(self.socket_path)
+        logger.info("serving %s on %s", self.resource, self.socket_path)
+
+    def stop(self) -> None:
+        """Ends every stream, stops the server and removes our socket (not one somebody else created since)."""
+        self._feed.close()
+        if self._server is not None:
+            self._server.stop(_STOP_GRACE_SECONDS).wait()
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self.identity is not None and watcher.identity_of(self.socket_path) == self.identity:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        self.identity = None
+
+    def owns_socket(self) -> bool:
+        """False once our socket file was deleted or replaced (the kubelet restarted and cleaned up)."""
+        return self.identity is not None and watcher.identity_of(self.socket_path) == self.identity
+
+
+def _remove_stale_socket(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise errors.RegistrationError(f"cannot serve on {path}: a directory is in the way")
+    logger.debug("removing stale socket %s", path)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _check_accepts(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5.0)
+        probe.connect(str(path))

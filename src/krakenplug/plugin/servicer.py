@@ -1,0 +1,125 @@
+"""The kubelet's DevicePlugin service for one resource: the RPC handlers, nothing about lifecycles.
+
+Handlers never let an exception escape as a bare UNKNOWN: bad requests become INVALID_ARGUMENT or
+FAILED_PRECONDITION with a message naming the field and the ID, backend failures UNAVAILABLE or
+INTERNAL. This is the gRPC boundary, so it is the one place that also catches unexpected errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grpc
+
+from krakenplug import errors
+from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
+from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
+from krakenplug.backends import base
+from krakenplug.plugin import allocation, preferred
+from krakenplug.plugin import feed as feed_mod
+
+logger = logging.getLogger(__name__)
+
+OPTIONS = dp_pb2.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+_STATUS = (
+    (allocation.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (allocation.DeviceNotUsable, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.BackendUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.KrakenplugError, grpc.StatusCode.INTERNAL),
+)
+
+
+class DevicePluginServicer(dp_grpc.DevicePluginServicer):
+    def __init__(self, feed: feed_mod.SnapshotFeed, backend: Any, *, limits: allocation.Limits,
+                 cdi_prefix: str | None = None) -> None:
+        self._feed = feed
+        self._backend = backend
+        self._limits = limits
+        self._cdi_prefix = cdi_prefix
+
+    @property
+    def resource(self) -> str:
+        return self._feed.inventory.resource
+
+    def GetDevicePluginOptions(self, request: dp_pb2.Empty, context: grpc.ServicerContext) -> dp_pb2.DevicePluginOptions:
+        return OPTIONS
+
+    def ListAndWatch(self, request: dp_pb2.Empty, context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
+        context.add_callback(self._feed.wake)
+        version, inventory = self._feed.current()
+        logger.info("kubelet opened ListAndWatch for %s: %s", self.resource, inventory.summary())
+        yield inventory.response
+        while (newer := self._feed.wait_newer(version, active=context.is_active)) is not None:
+            version, inventory = newer
+            logger.debug("sending a new %s snapshot: %s", self.resource, inventory.summary())
+            yield inventory.response
+        logger.debug("ListAndWatch stream for %s ended", self.resource)
+
+    def GetPreferredAllocation(self, request: dp_pb2.PreferredAllocationRequest,
+                               context: grpc.ServicerContext) -> dp_pb2.PreferredAllocationResponse:
+        with _status_from_errors(context, "GetPreferredAllocation", self.resource):
+            if not request.container_requests:
+                raise allocation.InvalidRequest(f"{self.resource}: container_requests is empty")
+            inventory = self._feed.inventory
+            response = dp_pb2.PreferredAllocationResponse()
+            for position, wanted in enumerate(request.container_requests):
+                where = f"container_requests[{position}]"
+                available, must_include = preferred.validate(
+                    inventory, wanted.available_deviceIDs, wanted.must_include_deviceIDs,
+                    wanted.allocation_size, where=where)
+                size = wanted.allocation_size
+                ids = None
+                if self._limits.replicas == 1:
+                    ids = preferred.from_backend(self._backend, inventory, available, must_include, size)
+                if ids is None:
+                    ids = preferred.choose(available, must_include, size)
+                response.container_responses.add(deviceIDs=ids)
+            return response
+
+    def Allocate(self, request: dp_pb2.AllocateRequest, context: grpc.ServicerContext) -> dp_pb2.AllocateResponse:
+        with _status_from_errors(context, "Allocate", self.resource):
+            inventory = self._feed.inventory
+            per_container = allocation.resolve_request(
+                inventory, [list(wanted.devices_ids) for wanted in request.container_requests], limits=self._limits)
+            response = dp_pb2.AllocateResponse()
+            for devices in per_container:
+                granted = self._backend.allocate(devices)
+                response.container_responses.append(self._container_response(devices, granted))
+            for wanted in request.container_requests:
+                logger.info("allocated %s of %s", ", ".join(wanted.devices_ids), self.resource)
+            return response
+
+    def PreStartContainer(self, request: dp_pb2.PreStartContainerRequest,
+                          context: grpc.ServicerContext) -> dp_pb2.PreStartContainerResponse:
+        return dp_pb2.PreStartContainerResponse()
+
+    def _container_response(self, devices: Sequence[base.Device],
+                            granted: base.ContainerAllocation) -> dp_pb2.ContainerAllocateResponse:
+        response = dp_pb2.ContainerAllocateResponse(envs=granted.envs, annotations=granted.annotations)
+        for node in granted.device_nodes:
+            response.devices.add(container_path=node.container_path, host_path=node.host_path,
+                                 permissions=node.permissions)
+        for mount in granted.mounts:
+            response.mounts.add(container_path=mount.container_path, host_path=mount.host_path,
+                                read_only=mount.read_only)
+        if self._cdi_prefix:
+            for device in devices:
+                response.cdi_devices.add(name=f"{self._cdi_prefix}/{device.vendor}={device.id}")
+        return response
+
+
+@contextlib.contextmanager
+def _status_from_errors(context: grpc.ServicerContext, method: str, resource: str) -> Iterator[None]:
+    try:
+        yield
+    except errors.KrakenplugError as err:
+        code = next(code for kind, code in _STATUS if isinstance(err, kind))
+        logger.warning("%s for %s refused (%s): %s", method, resource, code.name, err)
+        context.abort(code, str(err))
+    except Exception as err:  # the gRPC boundary: a bug must answer INTERNAL, not kill the worker silently
+        logger.exception("%s for %s failed unexpectedly", method, resource)
+        context.abort(grpc.StatusCode.INTERNAL, f"{method} for {resource} failed: {type(err).__name__}: {err}")
