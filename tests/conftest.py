@@ -15,6 +15,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here rather than in tests/unit/exporter: pytest only reads options from the initial conftests.
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite golden files (the exporter's exposition) instead of comparing with them")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # End-to-end tests run last, after the fast feedback of the unit tests.
     items.sort(key=lambda item: 1 if "/e2e/" in str(item.fspath) else 0)
