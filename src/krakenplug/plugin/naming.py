@@ -7,7 +7,7 @@ import re
 
 SOCKET_PREFIX = "krakenplug-"
 SOCKET_SUFFIX = ".sock"
-_MAX_STEM = 48  # keeps <dir>/krakenplug-<stem>-<hash>.sock well under the 107-byte unix socket limit
+_MAX_STEM = 40  # keeps /var/lib/kubelet/device-plugins/krakenplug-<stem>-<hash>.sock under 100 bytes
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
