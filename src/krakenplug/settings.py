@@ -85,6 +85,12 @@ class DiscoverySettings(_Section):
     features_file: Path | None = Field(
         None, description="Also write the labels to this node-feature-discovery features.d file.",
     )
+    device_poll_seconds: float = Field(
+        5.0, gt=0, description="How often devices are re-read locally; the API server is asked only on a change.",
+    )
+    api_timeout_seconds: float = Field(10.0, gt=0, description="Bound on each API server request.")
+    retry_initial_seconds: float = Field(1.0, gt=0, description="First retry delay after an API error; doubles.")
+    retry_max_seconds: float = Field(60.0, gt=0, description="Cap of the doubling retry delay.")
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,25 @@
+"""Discovery: label this node with the vendor, model, memory, count and driver version of its devices.
+
+* :mod:`.sanitize` makes vendor strings valid label values;
+* :mod:`.labels` computes labels from devices (pure; :func:`labels_for` is the one-call version);
+* :mod:`.ownership` decides which labels this process may change, and how;
+* :mod:`.output` writes node-feature-discovery feature files;
+* :mod:`.kube` reads and patches the Node; :mod:`.daemon` runs the loop.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from krakenplug.backends import base
+from krakenplug.discovery.labels import labels_for
+from krakenplug.settings import Settings
+
+__all__ = ["labels_for", "run"]
+
+
+def run(settings: Settings, backend: base.Backend, stop: threading.Event) -> None:
+    """Keeps the node's labels in line with ``backend``'s devices until ``stop`` is set."""
+    from krakenplug.discovery import daemon  # the kubernetes client loads only when discovery runs
+
+    daemon.Labeller(settings, backend).run(stop)

@@ -1,0 +1,111 @@
+"""Fixtures for discovery tests: the API stand-in, fake backends driven by device files, a runner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from krakenplug import discovery, settings
+from krakenplug.backends import fake
+
+from .apiserver import FakeApiServer
+
+NODE = "node-a"
+DOMAIN = "krakenplug.pcl.ac.cn"
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
+    """Polls ``predicate`` until it is truthy; fails the test after a generous timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def ours(labels: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in labels.items() if key.startswith(f"{DOMAIN}/")}
+
+
+def write_devices(path: Path, devices: list[tuple[str, str, int]]) -> Path:
+    """(id, model, memory_mb) triples as a fake-backend device file, replaced atomically."""
+    spec = {"devices": [{"id": ident, "model": model, "memory_mb": memory} for ident, model, memory in devices]}
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(yaml.safe_dump(spec, allow_unicode=True))
+    os.replace(temporary, path)
+    return path
+
+
+def make_backend(path: Path, *, name: str = "fake") -> fake.FakeBackend:
+    """The real fake backend over ``path``; another ``name`` stands for a second vendor's DaemonSet."""
+    cls = fake.FakeBackend if name == "fake" else type(f"{name}Backend", (fake.FakeBackend,), {"name": name})
+    backend = cls(fake.FakeOptions(devices_file=path, watch_interval_seconds=0.02))
+    backend.open()
+    return backend
+
+
+def make_settings(*, kubeconfig: Path | None, features_file: Path | None = None, **discovery_fields: Any) -> settings.Settings:
+    fields = {
+        "enabled": True, "interval_seconds": 0.3, "device_poll_seconds": 0.03, "kubeconfig": kubeconfig,
+        "features_file": features_file, "retry_initial_seconds": 0.05, "retry_max_seconds": 0.2,
+        "api_timeout_seconds": 0.5, **discovery_fields,
+    }
+    return settings.load(overrides={"node_name": NODE, "backend": "fake", "discovery": fields})
+
+
+@pytest.fixture
+def api(clean_env: None) -> Iterator[FakeApiServer]:
+    with FakeApiServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kubeconfig(api: FakeApiServer, tmp_path: Path) -> Path:
+    return api.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture
+def no_cluster(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not inside a pod: the in-cluster configuration cannot be found."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+
+
+@pytest.fixture
+def run_discovery() -> Iterator[Callable[..., threading.Event]]:
+    """Starts ``discovery.run`` in a thread; every started run is stopped and joined at teardown."""
+    with contextlib.ExitStack() as stack:
+        def start(config: settings.Settings, backend: fake.FakeBackend) -> threading.Event:
+            stop = threading.Event()
+            failures: list[BaseException] = []
+
+            def target() -> None:
+                try:
+                    discovery.run(config, backend, stop)
+                except BaseException as err:  # reported by the teardown below
+                    failures.append(err)
+
+            thread = threading.Thread(target=target, name=f"discovery-{backend.name}")
+            thread.start()
+
+            def finish() -> None:
+                stop.set()
+                thread.join(timeout=15)
+                assert not thread.is_alive(), "discovery.run did not return after stop"
+                assert not failures, f"discovery.run raised {failures[0]!r}"
+
+            stack.callback(finish)
+            return stop
+
+        yield start
