@@ -1,0 +1,87 @@
+{{/* vim: set filetype=mustache: */}}
+{{/*
+Pieces of one vendor's agent pod: node affinity, host mounts and the security context.
+Each define takes (dict "root" $ "vendor" $vendor "cfg" $cfg).
+*/}}
+
+{{/*
+The default node affinity: one nodeSelectorTerm per label in vendors.<vendor>.nodeLabels (value
+"true") plus one for vendorLabel=<vendor>. Terms are ORed, so a node with any NFD PCI label variant
+of the vendor, or the hand-set vendor label, is selected.
+*/}}
+{{- define "krakenplug.defaultAffinity" -}}
+nodeAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    nodeSelectorTerms:
+      {{- range $label := .cfg.nodeLabels }}
+      - matchExpressions:
+          - key: {{ $label }}
+            operator: In
+            values: ["true"]
+      {{- end }}
+      - matchExpressions:
+          - key: {{ .root.Values.vendorLabel }}
+            operator: In
+            values: [{{ .vendor | quote }}]
+{{- end }}
+
+{{/*
+The host paths one vendor's agent needs, as a YAML list of {name, hostPath, mountPath, readOnly,
+type}. Volumes and volume mounts are both rendered from this one list so they cannot drift apart.
+*/}}
+{{- define "krakenplug.hostMounts" -}}
+{{- $plugin := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "plugin") | fromYaml }}
+{{- $exporter := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "exporter") | fromYaml }}
+{{- $discovery := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "discovery") | fromYaml }}
+{{- $sriov := and (eq .vendor "kunlun") (.cfg.sriov | default dict).enabled }}
+{{- $mounts := list }}
+{{- if $plugin.enabled }}
+{{- /* The kubelet's registration socket lives here and our plugin sockets are created here. */}}
+{{- $mounts = append $mounts (dict "name" "device-plugins" "hostPath" $plugin.devicePluginDir "mountPath" $plugin.devicePluginDir "readOnly" false "type" "Directory") }}
+{{- end }}
+{{- if or $exporter.enabled $sriov }}
+{{- /* Connecting to a unix socket works on a read-only mount. */}}
+{{- $mounts = append $mounts (dict "name" "pod-resources" "hostPath" $exporter.podResourcesDir "mountPath" $exporter.podResourcesDir "readOnly" true "type" "Directory") }}
+{{- end }}
+{{- if ne .vendor "fake" }}
+{{- /* Device nodes appear and disappear at run time (driver reloads, SR-IOV VFs); the host's /dev shows them. */}}
+{{- $mounts = append $mounts (dict "name" "dev" "hostPath" "/dev" "mountPath" "/dev" "readOnly" true "type" "Directory") }}
+{{- $mounts = append $mounts (dict "name" "sys" "hostPath" "/sys" "mountPath" (include "krakenplug.hostSysDir" .) "readOnly" (not $sriov) "type" "Directory") }}
+{{- end }}
+{{- if eq .vendor "nvidia" }}
+{{- $mounts = append $mounts (dict "name" "driver-root" "hostPath" .cfg.driverRoot "mountPath" (include "krakenplug.driverRootDir" .) "readOnly" true "type" "") }}
+{{- end }}
+{{- if eq .vendor "streamcomputing" }}
+{{- $mounts = append $mounts (dict "name" "hpe-runtime" "hostPath" .cfg.hpeRoot "mountPath" .cfg.hpeRoot "readOnly" true "type" "") }}
+{{- end }}
+{{- range $index, $dir := (.cfg.libraryDirs | default list) }}
+{{- /* No hostPath type check: a node without the driver gets an empty dir and serves zero devices. */}}
+{{- $mounts = append $mounts (dict "name" (printf "library-%d" $index) "hostPath" $dir "mountPath" $dir "readOnly" true "type" "") }}
+{{- end }}
+{{- if $discovery.featuresDir }}
+{{- $mounts = append $mounts (dict "name" "nfd-features" "hostPath" $discovery.featuresDir "mountPath" $discovery.featuresDir "readOnly" false "type" "DirectoryOrCreate") }}
+{{- end }}
+{{- toYaml $mounts }}
+{{- end }}
+
+{{/*
+The container security context. Vendors whose management library opens device nodes run
+privileged (the device cgroup admits no other container to them); everything else runs with no
+capabilities, no privilege escalation and a read-only root. Both run as uid 0: the kubelet's
+sockets and the device-plugin directory belong to root, and without capabilities root is limited
+to what those file modes allow.
+*/}}
+{{- define "krakenplug.securityContext" -}}
+runAsUser: 0
+readOnlyRootFilesystem: true
+{{- if .cfg.privileged }}
+privileged: true
+{{- else }}
+runAsNonRoot: false
+allowPrivilegeEscalation: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+{{- end }}
