@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
@@ -70,11 +70,7 @@ class DeviceCollector:
         return families.build(context)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        for family in self.scrape():
-            metric = GaugeMetricFamily(family.name, family.documentation, labels=list(family.labelnames))
-            for labels, value in family.samples:
-                metric.add_metric(list(labels), value)
-            yield metric
+        return to_metric_families(self.scrape())
 
     def describe(self) -> list:
         # Registering must not trigger vendor reads (prometheus_client calls collect() without this).
@@ -104,6 +100,15 @@ class DeviceCollector:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def to_metric_families(scraped: Iterable[families.Family]) -> Iterator[GaugeMetricFamily]:
+    """prometheus_client's view of plain families (fresh objects each time)."""
+    for family in scraped:
+        metric = GaugeMetricFamily(family.name, family.documentation, labels=list(family.labelnames))
+        for labels, value in family.samples:
+            metric.add_metric(list(labels), value)
+        yield metric
 
 
 def build_registry(collector: DeviceCollector) -> CollectorRegistry:

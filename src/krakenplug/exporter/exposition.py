@@ -69,6 +69,8 @@ class TextRenderer:
         return cached
 
     def _format(self, value: float) -> str:
+        if value == 0.0 or value != value:  # -0.0 equals 0.0 as a key, and NaN equals nothing
+            return floatToGoString(value) + "\n"
         text = self._values.get(value)
         if text is None:
             text = floatToGoString(value) + "\n"

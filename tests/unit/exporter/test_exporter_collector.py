@@ -1,0 +1,203 @@
+"""The collector through its registry: pod labels, shared devices, failures, optional series, health."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from exporter_helpers import RESOURCE, container, fake_backend, pod, response, write_devices
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from krakenplug import errors
+from krakenplug.backends import base
+from krakenplug.backends.fake import FakeBackend, FakeOptions
+from krakenplug.exporter import attribution, build_registry, make_collector
+from krakenplug.exporter.collector import StaticPods
+
+NODE = "node-a"
+
+
+class MutablePods:
+    """A pod source a test can change between scrapes, like the kubelet's answers change."""
+
+    def __init__(self, *pods) -> None:
+        self.set(*pods)
+
+    def set(self, *pods) -> None:
+        self.attribution = attribution.PodAttribution(allocations=attribution.flatten(response(*pods)), up=True,
+                                                      last_success_unix=1.0)
+
+    def current(self) -> attribution.PodAttribution:
+        return self.attribution
+
+
+@pytest.fixture
+def scrape():
+    """scrape(backend, pods=..., **kwargs) -> {metric name: [(labels dict, value), ...]} via the registry."""
+    collectors = []
+
+    def run(backend, pods=None, **kwargs):
+        if not collectors:
+            collectors.append(make_collector(backend, node_name=NODE, pods=pods, **kwargs))
+        exposition = generate_latest(build_registry(collectors[0])).decode()
+        return {family.name: [(sample.labels, sample.value) for sample in family.samples]
+                for family in text_string_to_metric_families(exposition)}
+
+    yield run
+    for made in collectors:
+        made.close()
+
+
+def series(metrics, name, **match):
+    return [(labels, value) for labels, value in metrics.get(name, [])
+            if all(labels.get(key) == wanted for key, wanted in match.items())]
+
+
+def owner(metrics, index):
+    (labels, _), = series(metrics, "krakenplug_device_util", device_index=str(index))
+    return labels["pod"], labels["namespace"], labels["container"]
+
+
+def test_free_devices_carry_empty_pod_labels(scrape):
+    metrics = scrape(fake_backend())
+    assert [owner(metrics, i) for i in range(4)] == [("", "", "")] * 4
+    assert metrics.get("krakenplug_device_allocation_info") is None
+    labels, value = series(metrics, "krakenplug_device_util", device_index="2")[0]
+    assert value == 91 and labels["node_name"] == NODE and labels["vendor"] == "fake"
+
+
+def test_a_device_used_by_one_container_names_it(scrape):
+    pods = MutablePods(pod("train", "ml", container("main", (RESOURCE, ["fake-1"], [0]), (RESOURCE, ["fake-1"], [1]))))
+    metrics = scrape(fake_backend(), pods)
+    assert owner(metrics, 1) == ("train", "ml", "main")
+    for name in ("krakenplug_device_memory_used", "krakenplug_device_memory_total"):
+        assert series(metrics, name, device_index="1")[0][0]["pod"] == "train"
+    assert series(metrics, "krakenplug_device_allocation_info") == [
+        ({"node_name": NODE, "vendor": "fake", "device_index": "1", "pod": "train", "namespace": "ml",
+          "container": "main", "resource": RESOURCE}, 1.0)]
+
+
+def test_a_time_sliced_device_is_counted_once(scrape):
+    pods = MutablePods(pod("a", "ns", container("main", (RESOURCE, ["fake-2::0"], [1]))),
+                       pod("b", "ns", container("main", (RESOURCE, ["fake-2::1"], [1]))),
+                       pod("c", "ns", container("main", (RESOURCE, ["fake-2::2", "fake-2::3"], [1]))))
+    metrics = scrape(fake_backend(), pods)
+    assert owner(metrics, 2) == ("", "", "")
+    assert sum(value for _, value in series(metrics, "krakenplug_device_util")) == 37.5 + 0 + 91 + 5
+    shares = series(metrics, "krakenplug_device_allocation_info", device_index="2")
+    assert sorted(labels["pod"] for labels, _ in shares) == ["a", "b", "c"]
+
+
+def test_a_departed_pod_leaves_no_series(scrape):
+    pods = MutablePods(pod("gone", "ns", container("main", (RESOURCE, ["fake-0"], [0]))),
+                       pod("stays", "ns", container("main", (RESOURCE, ["fake-3"], [1]))))
+    backend = fake_backend()
+    assert owner(scrape(backend, pods), 0) == ("gone", "ns", "main")
+    pods.set(pod("stays", "ns", container("main", (RESOURCE, ["fake-3"], [1]))))
+    metrics = scrape(backend, pods)
+    assert not [labels for samples in metrics.values() for labels, _ in samples if labels.get("pod") == "gone"]
+    assert owner(metrics, 0) == ("", "", "") and owner(metrics, 3) == ("stays", "ns", "main")
+
+
+def test_a_failing_backend_sets_collector_up_0_and_keeps_the_page_valid(scrape, tmp_path):
+    backend = fake_backend(write_devices(tmp_path / "d.yaml", faults={"sample_error": "ECC storm"}))
+    metrics = scrape(backend)
+    assert series(metrics, "krakenplug_collector_up") == [({"vendor": "fake"}, 0.0)]
+    assert "krakenplug_device_util" not in metrics and "krakenplug_device_memory_used" not in metrics
+    assert len(series(metrics, "krakenplug_device_info")) == 4
+    assert len(series(metrics, "krakenplug_device_healthy")) == 4
+
+
+def test_a_slow_backend_costs_its_values_not_the_scrape(scrape, tmp_path):
+    devices_file = write_devices(tmp_path / "d.yaml", faults={"sample_delay_seconds": 0.3})
+    metrics = scrape(fake_backend(devices_file), timeout_seconds=0.05)
+    assert series(metrics, "krakenplug_collector_up")[0][1] == 0.0
+    assert "krakenplug_device_util" not in metrics
+    assert len(series(metrics, "krakenplug_device_healthy")) == 4
+    write_devices(devices_file)  # let the late read finish quickly so the worker can stop
+
+
+class _OneDeviceFails(FakeBackend):
+    def sample(self, device: base.Device) -> base.DeviceSample:
+        if device.id == "fake-1":
+            raise errors.DeviceQueryError("fake-1: device lost")
+        return super().sample(device)
+
+
+class _Thermal(FakeBackend):
+    """Offers temperature and power for device 0 only, as a vendor with partial support would."""
+
+    def sample(self, device: base.Device) -> base.DeviceSample:
+        sample = super().sample(device)
+        if device.index == 0:
+            return dataclasses.replace(sample, temperature_celsius=61.0, power_watts=245.5, memory_total_mb=None)
+        return sample
+
+
+def _opened(cls):
+    backend = cls(FakeOptions())
+    backend.open()
+    return backend
+
+
+def test_one_failing_device_drops_only_its_value_series(scrape):
+    metrics = scrape(_opened(_OneDeviceFails))
+    assert sorted(labels["device_index"] for labels, _ in metrics["krakenplug_device_util"]) == ["0", "2", "3"]
+    assert sorted(labels["device_index"] for labels, _ in metrics["krakenplug_device_info"]) == ["0", "1", "2", "3"]
+    assert series(metrics, "krakenplug_device_healthy", device_index="1")[0][1] == 1.0
+    assert series(metrics, "krakenplug_collector_up")[0][1] == 0.0
+
+
+def test_temperature_and_power_only_where_offered(scrape):
+    metrics = scrape(_opened(_Thermal))
+    assert [(labels["device_index"], value) for labels, value in metrics["krakenplug_device_temperature_celsius"]] \
+        == [("0", 61.0)]
+    assert [(labels["device_index"], value) for labels, value in metrics["krakenplug_device_power_watts"]] \
+        == [("0", 245.5)]
+    # a sample without memory_total falls back to the device's own total
+    assert series(metrics, "krakenplug_device_memory_total", device_index="0")[0][1] == 81920
+
+
+def test_health_follows_the_device(scrape, tmp_path):
+    devices_file = write_devices(tmp_path / "d.yaml", 2, device1={"health": "Unhealthy", "health_reason": "XID 79"})
+    metrics = scrape(fake_backend(devices_file))
+    assert [(labels["device_index"], value) for labels, value in metrics["krakenplug_device_healthy"]] \
+        == [("0", 1.0), ("1", 0.0)]
+
+
+@pytest.mark.parametrize("enabled", [False, True], ids=["off", "on"])
+def test_base_unit_twins(scrape, enabled):
+    metrics = scrape(fake_backend(), base_unit_metrics=enabled)
+    twins = ("krakenplug_device_utilization_ratio", "krakenplug_device_memory_used_bytes",
+             "krakenplug_device_memory_total_bytes")
+    if not enabled:
+        assert not any(name in metrics for name in twins)
+        return
+    assert series(metrics, twins[0], device_index="0")[0][1] == pytest.approx(0.375)
+    assert series(metrics, twins[1], device_index="0")[0][1] == 20480 * 1048576
+    assert series(metrics, twins[2], device_index="0")[0][1] == 81920 * 1048576
+
+
+def test_pod_map_freshness_metrics(scrape):
+    stale = attribution.PodAttribution(up=False, last_success_unix=0.0, error="socket missing")
+    metrics = scrape(fake_backend(), StaticPods(stale))
+    assert metrics["krakenplug_podresources_up"] == [({}, 0.0)]
+    assert metrics["krakenplug_podresources_last_success_timestamp_seconds"] == [({}, 0.0)]
+    (labels, value), = metrics["krakenplug_exporter_build_info"]
+    assert value == 1.0 and set(labels) == {"version", "python_version"}
+
+
+def test_health_states(tmp_path):
+    devices_file = write_devices(tmp_path / "d.yaml")
+    collector = make_collector(fake_backend(devices_file), node_name=NODE)
+    try:
+        assert collector.health(max_age_seconds=60) == (True, "ok")
+        write_devices(devices_file, faults={"sample_error": "ECC storm"})
+        assert collector.health(max_age_seconds=60) == (True, "ok")  # a recent good collection is enough
+        ok, reason = collector.health(max_age_seconds=0)
+        assert not ok and "ECC storm" in reason
+        write_devices(devices_file)
+        assert collector.health(max_age_seconds=0) == (True, "ok")
+    finally:
+        collector.close()

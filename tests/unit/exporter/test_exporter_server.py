@@ -1,0 +1,197 @@
+"""The HTTP side: routes, /healthz states, keep-alive, gzip, bad addresses, clean shutdown via run()."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import socket
+import threading
+import time
+
+import pytest
+from exporter_helpers import RESOURCE, container, pod, response, write_devices
+
+from krakenplug import errors, exporter, settings
+from krakenplug.backends.fake import FakeBackend, FakeOptions
+from krakenplug.exporter.server import MetricsServer, Routes, parse_address
+
+
+def _settings(port: int, pod_socket, **exporter_fields) -> settings.Settings:
+    return settings.load(overrides={
+        "node_name": "node-http",
+        "exporter": {"address": f"127.0.0.1:{port}", "pod_resources_socket": str(pod_socket),
+                     "pod_resources_refresh_seconds": 0.5, **exporter_fields},
+    })
+
+
+@pytest.fixture
+def running(tmp_path, short_tmp, free_port, clean_env):
+    """Starts exporter.run() in a thread on a fake devices file; yields (port, devices file, stop)."""
+    devices_file = write_devices(tmp_path / "devices.yaml")
+    backend = FakeBackend(FakeOptions(devices_file=devices_file))
+    backend.open()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def serve(config):
+        try:
+            exporter.run(config, backend, stop)
+        except BaseException as err:  # surfaced by the test below
+            failures.append(err)
+
+    threads: list[threading.Thread] = []
+
+    def start(pod_socket=None, **fields):
+        config = _settings(free_port, pod_socket or short_tmp / "none.sock", **fields)
+        threads.append(threading.Thread(target=serve, args=(config,)))
+        threads[-1].start()
+        _wait_for_port(free_port)
+        return free_port, devices_file
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "exporter.run() did not return after stop"
+    assert not failures, failures
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def get(port: int, path: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+
+def test_routes(running):
+    port, _ = running()
+    status, headers, body = get(port, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b'krakenplug_device_util{container="",device_index="0",namespace="",node_name="node-http"' in body
+    assert get(port, "/healthz")[::2] == (200, b"ok\n")
+    status, headers, body = get(port, "/")
+    assert status == 200 and b'href="/metrics"' in body and b'href="/healthz"' in body and b"node-http" in body
+    status, _, body = get(port, "/nope")
+    assert status == 404 and b"/nope" in body
+
+
+def test_healthz_turns_503_with_the_reason_and_back(running, monkeypatch):
+    monkeypatch.setattr("krakenplug.exporter.app.HEALTH_MAX_AGE_SECONDS", 0.0)
+    port, devices_file = running()
+    write_devices(devices_file, faults={"sample_error": "ECC storm"})
+    status, _, body = get(port, "/healthz")
+    assert status == 503 and b"last collection failed" in body and b"ECC storm" in body
+    assert get(port, "/metrics")[0] == 200  # the page itself stays up
+    write_devices(devices_file)
+    assert get(port, "/healthz")[::2] == (200, b"ok\n")
+
+
+def test_pod_labels_come_from_the_kubelet(running, fake_kubelet):
+    fake_kubelet.answer = response(pod("trainer", "ml", container("main", (RESOURCE, ["fake-2"], [0]))))
+    port, _ = running(pod_socket=fake_kubelet.socket_path)
+    deadline = time.monotonic() + 10
+    while b'pod="trainer"' not in (body := get(port, "/metrics")[2]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b'krakenplug_device_util{container="main",device_index="2",namespace="ml",node_name="node-http",' \
+           b'pod="trainer",vendor="fake"} 20.0' in body
+    assert b"krakenplug_podresources_up 1.0" in body
+
+
+def test_one_connection_serves_many_scrapes(running):
+    port, _ = running()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for _ in range(3):
+            connection.request("GET", "/metrics")
+            answer = connection.getresponse()
+            assert answer.status == 200 and answer.read()
+            assert answer.getheader("Connection") != "close"
+    finally:
+        connection.close()
+
+
+def test_stop_does_not_wait_for_idle_connections(free_port, tmp_path, short_tmp, clean_env):
+    backend = FakeBackend(FakeOptions(devices_file=write_devices(tmp_path / "d.yaml")))
+    backend.open()
+    stop = threading.Event()
+    thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), backend, stop))
+    thread.start()
+    _wait_for_port(free_port)
+    idle = http.client.HTTPConnection("127.0.0.1", free_port, timeout=10)
+    try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read() == b"ok\n"  # the connection now idles in keep-alive
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "run() waited for an idle keep-alive connection"
+    finally:
+        idle.close()
+
+
+def test_gzip_when_asked(running):
+    port, _ = running()
+    status, headers, body = get(port, "/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(body).startswith(b"# HELP krakenplug_device_util ")
+    status, headers, _ = get(port, "/metrics", {"Accept-Encoding": "gzip;q=0, identity"})
+    assert "Content-Encoding" not in headers
+
+
+def test_run_releases_the_port(free_port, tmp_path, short_tmp, clean_env):
+    backend = FakeBackend(FakeOptions(devices_file=write_devices(tmp_path / "d.yaml")))
+    backend.open()
+    for _ in range(2):  # the second run binds the same port again
+        stop = threading.Event()
+        thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), backend, stop))
+        thread.start()
+        _wait_for_port(free_port)
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def test_address_in_use_is_named(free_port):
+    routes = Routes(metrics=lambda: b"", health=lambda: (True, "ok"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port))
+        taken.listen()
+        with pytest.raises(errors.ConfigError, match=rf"exporter.address 127.0.0.1:{free_port}: cannot listen: "
+                                                     r"address already in use"):
+            MetricsServer(f"127.0.0.1:{free_port}", routes)
+
+
+def test_an_address_of_another_host_is_named():
+    routes = Routes(metrics=lambda: b"", health=lambda: (True, "ok"))
+    with pytest.raises(errors.ConfigError, match=r"exporter.address 192.0.2.1:9478: cannot listen: "
+                                                 r"cannot assign requested address"):
+        MetricsServer("192.0.2.1:9478", routes)
+
+
+@pytest.mark.parametrize(("address", "parsed"), [
+    ("0.0.0.0:9478", ("0.0.0.0", 9478)),
+    (":9478", ("0.0.0.0", 9478)),
+    ("[::1]:9478", ("::1", 9478)),
+    ("localhost:0", ("localhost", 0)),
+], ids=["any", "empty-host", "ipv6", "port-0"])
+def test_parse_address(address, parsed):
+    assert parse_address(address) == parsed
+
+
+@pytest.mark.parametrize("address", ["9478", "host:", "host:http", "host:70000", ""],
+                         ids=["no-host", "no-port", "named-port", "port-too-big", "empty"])
+def test_parse_address_rejects(address):
+    with pytest.raises(errors.ConfigError, match=r"exporter.address: expected HOST:PORT, got "):
+        parse_address(address)
