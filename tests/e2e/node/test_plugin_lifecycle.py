@@ -60,6 +60,21 @@ def test_registers_all_devices_and_a_pod_gets_one(kubelet, start_agent):
     assert listed_pods(kubelet) == [("ml", "trainer-0", "main", RESOURCE, [device_id])]
 
 
+def test_a_restarted_container_keeps_its_device_and_a_second_pod_gets_another(kubelet, start_agent):
+    start_agent()
+    kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    first = kubelet.allocate(RESOURCE, 1, pod="trainer-0")
+
+    again = kubelet.allocate(RESOURCE, 1, pod="trainer-0")  # the same container starting again
+    other = kubelet.allocate(RESOURCE, 1, pod="trainer-1")
+
+    assert again == first
+    assert kubelet.calls.count("Allocate") == 2
+    held = [a.device_ids for a in kubelet.allocations()]
+    assert len(held) == 2 and held[0] != held[1]
+    assert other.container_responses[0].envs["KRAKENPLUG_VISIBLE_DEVICES"] == held[1][0]
+
+
 def test_kubelet_restart_makes_the_plugin_register_again(kubelet, start_agent):
     start_agent()
     kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
@@ -93,6 +108,20 @@ def test_plugin_restart_reregisters_the_same_devices(kubelet, start_agent):
     assert sorted(state.devices) == DEFAULT_IDS
     assert len(kubelet.registrations) == 2
     assert [row[1] for row in listed_pods(kubelet)] == ["trainer-0"]
+
+
+def test_kubelet_and_plugin_restart_together_keep_the_assignment(kubelet, start_agent):
+    first = start_agent()
+    kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    kubelet.allocate(RESOURCE, 2, pod="trainer-0")
+    before = listed_pods(kubelet)
+
+    first.kill()
+    kubelet.restart()
+    start_agent()
+
+    kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    assert listed_pods(kubelet) == before
 
 
 def test_sigterm_removes_the_sockets_and_exits_zero(kubelet, start_agent, node):

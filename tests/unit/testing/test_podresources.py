@@ -53,6 +53,16 @@ def test_allocations_survive_a_restart_and_release_removes_them(kubelet, registe
     assert [p.name for p in listed] == ["p1"]
 
 
+def test_a_pod_deleted_while_the_kubelet_is_down_is_gone_after_start(kubelet, registered, pod_resources):
+    kubelet.allocate(RESOURCE, 1, pod="p0")
+    kubelet.stop()
+
+    kubelet.release("p0")
+    kubelet.start()
+
+    assert list(pod_resources.List(pr_pb2.ListPodResourcesRequest(), timeout=5).pod_resources) == []
+
+
 def test_get_allocatable_reports_healthy_devices(kubelet, registered, pod_resources):
     kubelet.allocate(RESOURCE, 1, pod="p0")  # allocated devices are still allocatable
 
