@@ -76,6 +76,7 @@ class KubeletSimulator:
         self._allocations: list[Allocation] = []
         self._pod_uids: dict[tuple[str, str], str] = {}
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
         self._pod_resources: PodResourcesServer | None = None
         self._generation = 0  # bumped on stop: work begun by an older kubelet "process" is dropped
 
@@ -94,7 +95,8 @@ class KubeletSimulator:
                 # plugin registers again.
                 state.devices, state.connected, state.updates = {}, False, 0
                 self._stopped_at[name] = now
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubelet"))
+            self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubelet")
+            server = grpc.server(self._executor)
             dp_grpc.add_RegistrationServicer_to_server(_Registration(self), server)
             server.add_insecure_port(f"unix://{self.socket_path}")
             if self.pod_resources_socket is not None:
@@ -110,6 +112,7 @@ class KubeletSimulator:
         """Stops serving; every plugin's ListAndWatch stream ends. Allocations are kept."""
         with self._cond:
             server, self._server = self._server, None
+            executor, self._executor = self._executor, None
             pod_resources, self._pod_resources = self._pod_resources, None
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
@@ -119,6 +122,8 @@ class KubeletSimulator:
             self._cond.notify_all()
         if server is not None:
             server.stop(grace=None).wait()
+        if executor is not None:
+            executor.shutdown(wait=False)  # a Register still dialing finishes on its own, then its thread ends
         if pod_resources is not None:
             pod_resources.stop()
         for endpoint in endpoints:

@@ -133,11 +133,13 @@ class PodResourcesServer:
         limiter = TokenBucket(*rate_limit) if rate_limit else None
         self._lister = _Lister(allocations, devices, limiter)
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="podresources"))
+        self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="podresources")
+        server = grpc.server(self._executor)
         pr_grpc.add_PodResourcesListerServicer_to_server(self._lister, server)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("v1alpha1.PodResourcesLister", {
             "List": grpc.unary_unary_rpc_method_handler(
@@ -153,5 +155,6 @@ class PodResourcesServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(grace=None).wait()
+            self._executor.shutdown(wait=True)
             self._server = None
             self.socket_path.unlink(missing_ok=True)

@@ -42,7 +42,8 @@ class StubPlugin(dp_grpc.DevicePluginServicer):
     # -- control ---------------------------------------------------------------------------------
 
     def start(self) -> StubPlugin:
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self._executor = futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="stub-plugin")
+        self._server = grpc.server(self._executor)
         dp_grpc.add_DevicePluginServicer_to_server(self, self._server)
         self._server.add_insecure_port(f"unix://{self.socket_path}")
         self._server.start()
@@ -54,6 +55,7 @@ class StubPlugin(dp_grpc.DevicePluginServicer):
             self._cond.notify_all()
         if self._server is not None:
             self._server.stop(grace=None).wait()
+            self._executor.shutdown(wait=True)
 
     def update(self, devices: list[dp_pb2.Device]) -> None:
         with self._cond:
