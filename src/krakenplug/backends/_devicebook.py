@@ -91,16 +91,17 @@ def poll_health(stop: threading.Event, changed: Callable[[], None], snapshot: Ca
     ``changed()`` is also called once after the first snapshot, so a change that happened between the
     caller's own first ``devices()`` and the start of watching is never lost.
     """
-    previous = _safe_snapshot(snapshot)
+    previous = safe_snapshot(snapshot)
     changed()
     while not stop.wait(interval_seconds):
-        current = _safe_snapshot(snapshot)
+        current = safe_snapshot(snapshot)
         if current is not None and current != previous:
             previous = current
             changed()
 
 
-def _safe_snapshot(snapshot: Callable[[], Sequence[base.Device]]) -> tuple[base.Device, ...] | None:
+def safe_snapshot(snapshot: Callable[[], Sequence[base.Device]]) -> tuple[base.Device, ...] | None:
+    """The snapshot as a tuple, or None (logged) when taking it failed."""
     try:
         return tuple(snapshot())
     except Exception as err:  # a failed poll must not end health watching

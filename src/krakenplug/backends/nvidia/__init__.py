@@ -1,0 +1,5 @@
+"""NVIDIA GPU backend (NVML through pynvml)."""
+
+from krakenplug.backends.nvidia.backend import NvidiaBackend, NvidiaOptions
+
+__all__ = ["NvidiaBackend", "NvidiaOptions"]
