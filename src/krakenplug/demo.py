@@ -108,21 +108,21 @@ class _Session:
 
 def main(keep_running: bool = False) -> int:
     session = _Session()
+    failure = None
     try:
         _run_steps(session)
         if keep_running:
             _serve_until_interrupted(session)
-        status = session.close()
     except (DemoError, AdmissionError, OSError) as err:
-        print(f"\ndemo failed: {err}", file=sys.stderr)
-        print(f"last lines of the agent log:\n{session.log_tail()}", file=sys.stderr)
-        session.close()
-        return 1
+        failure = f"{err}\nlast lines of the agent log:\n{session.log_tail()}"
     except KeyboardInterrupt:
-        session.close()
-        return 130
-    if status != 0:
-        print(f"demo failed: the agent exited with status {status} on SIGTERM", file=sys.stderr)
+        failure = "interrupted"
+    finally:  # whatever happened, no agent process or socket is left behind
+        status = session.close()
+    if failure is None and status != 0:
+        failure = f"the agent exited with status {status} on SIGTERM"
+    if failure is not None:
+        print(f"\ndemo failed: {failure}", file=sys.stderr)
         return 1
     print("\nDone: agent stopped cleanly, sockets and temporary files removed.")
     return 0
