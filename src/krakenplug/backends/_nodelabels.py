@@ -144,7 +144,7 @@ class NodeApi:
         version = node.metadata.resource_version
         response = core.list_node(field_selector=f"metadata.name={self.node_name}", watch=True,
                                   resource_version=version, timeout_seconds=_WATCH_SECONDS,
-                                  _preload_content=False, _request_timeout=(self._timeout, None))
+                                  _preload_content=False, _request_timeout=(self._timeout, _WATCH_SECONDS + 30))
         with self._lock:
             self._response = response
         try:

@@ -146,7 +146,8 @@ class KunlunBackend:
         watcher = threading.Thread(target=self._sriov.watch_label, args=(stop, wake.set), name="kunlun-sriov-label",
                                    daemon=True)
         watcher.start()
-        previous = self._safe_devices()
+        with self._lock:
+            previous: tuple[base.Device, ...] | None = tuple(self._last)  # what the caller was last shown
         next_poll = time.monotonic() + self._options.health_poll_interval_seconds
         try:
             while not stop.wait(_TICK_SECONDS):
@@ -182,14 +183,16 @@ class KunlunBackend:
     def _listed_device(self, lib: xpuml.Xpuml, index: int) -> base.Device | None:
         try:
             handle = lib.handle(index)
-            device = self._book.record(index, self._identify(lib, handle))
+            identity = self._identify(lib, handle)
         except errors.DeviceQueryError as err:
             failed = self._book.failed(index, str(err))
             if failed is None:
                 self._warn_once(f"unknown:{index}:{err}", "xpu %d cannot be identified (%s); it is not advertised "
                                 "until it answers", index, err)
             return failed
-        return self._with_health(lib, handle, device)
+        problems = self._health_problems(lib, handle, identity)
+        device = self._book.record(index, identity)  # after the last call: stuck calls that returned are cleared
+        return _devicebook.unhealthy(device, "; ".join(problems)) if problems else device
 
     def _identify(self, lib: xpuml.Xpuml, handle: xpuml.Handle) -> base.Device:
         raw_bus_id = _optional(lib.pci_bus_id, handle)
@@ -226,19 +229,19 @@ class KunlunBackend:
         attributes = _optional(lib.attributes, handle)
         return int(attributes.globalMemorySizeMB) if attributes is not None else 0
 
-    def _with_health(self, lib: xpuml.Xpuml, handle: xpuml.Handle, device: base.Device) -> base.Device:
+    def _health_problems(self, lib: xpuml.Xpuml, handle: xpuml.Handle, device: base.Device) -> list[str]:
+        problems = []
         try:
             state = _optional(lib.state, handle)
         except errors.DeviceQueryError as err:
-            device = _devicebook.unhealthy(device, str(err))
+            problems.append(str(err))
         else:
             if state is not None and state not in xpuml.HEALTHY_STATES:
-                name = xpuml.STATE_NAMES.get(state, "unknown")
-                device = _devicebook.unhealthy(device, f"device state {name} ({state})")
+                problems.append(f"device state {xpuml.STATE_NAMES.get(state, 'unknown')} ({state})")
         missing = [node.host_path for node in device.device_nodes if not os.path.exists(node.host_path)]
         if missing:
-            device = _devicebook.unhealthy(device, f"device node {', '.join(missing)} is missing")
-        return device
+            problems.append(f"device node {', '.join(missing)} is missing")
+        return problems
 
     def _is_sriov_pf(self, device: base.Device) -> bool:
         """A PF whose VFs are enabled: not advertised (its VFs are)."""

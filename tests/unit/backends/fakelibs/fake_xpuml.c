@@ -10,7 +10,7 @@
  *   dev.<i>.power_mw      power in milliwatts                 dev.<i>.state     xpumlDeviceState_t (default 201 RUNNING)
  *   dev.<i>.model_id      xpumlDeviceAttributes_t.modelId     dev.<i>.memory_mb attributes globalMemorySizeMB
  * plus driver_version=<text>. Build variants leave symbols out: -DOMIT_XPUML_NAME, -DOMIT_XPUML_MINOR,
- * -DOMIT_XPUML_POWER (see fake_xpuml_minimal.c).
+ * -DOMIT_XPUML_POWER (missing-symbol tests).
  */
 #define FX_ENV "FAKE_XPUML_FIXTURE"
 #include "fixture_b.h"

@@ -1,0 +1,351 @@
+"""The Kunlun backend through its real ctypes binding against a fake libxpuml.so.1 compiled by the test run."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from fakelib_b import (FakeKernel, Fixture, PodResourcesStandIn, compile_fake_library, make_dev_tree,
+                       make_pci_device, vf_bus_id)
+
+from krakenplug import errors, settings
+from krakenplug.backends import base, fallback, open_backend
+from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions, xpuml
+
+GIB = 1 << 30
+BUS0, BUS1 = "0000:3b:00.0", "0000:86:00.0"
+
+
+@pytest.fixture(scope="session")
+def xpuml_library(fakelib_dir: Path) -> Path:
+    return compile_fake_library("fake_xpuml.c", "libxpuml.so.1", fakelib_dir / "xpuml")
+
+
+@pytest.fixture(scope="session")
+def minimal_xpuml_library(fakelib_dir: Path) -> Path:
+    return compile_fake_library("fake_xpuml.c", "libxpuml.so.1", fakelib_dir / "xpuml-minimal",
+                                defines=["OMIT_XPUML_NAME", "OMIT_XPUML_MINOR", "OMIT_XPUML_POWER"])
+
+
+@pytest.fixture
+def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
+    monkeypatch.setenv("FAKE_XPUML_FIXTURE", str(tmp_path / "xpuml.fixture"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return Fixture(tmp_path / "xpuml.fixture", {
+        "count": 2, "driver_version": "4.0.25.3",
+        "dev.0.serial": "K200SN0001", "dev.0.name": "R200", "dev.0.bus_id": BUS0, "dev.0.minor": 0,
+        "dev.0.memory_total": 16 * GIB, "dev.0.memory_used": 3 * GIB // 2, "dev.0.util": 37, "dev.0.temp": 51,
+        "dev.0.power_mw": 87500,
+        "dev.1.serial": "K200SN0002", "dev.1.name": "R300", "dev.1.bus_id": BUS1, "dev.1.minor": 1,
+        "dev.1.memory_total": 32 * GIB,
+    })
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> tuple[Path, Path]:
+    dev = make_dev_tree(tmp_path / "dev", ["xpu0", "xpu1", "xpuctrl", "null"])
+    sysfs = tmp_path / "sys"
+    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0)
+    make_pci_device(sysfs, BUS1, vendor=0x1D22, device=0x3684, numa_node=1)
+    return dev, sysfs
+
+
+def make_backend(library: Path, host: tuple[Path, Path], **options: object) -> KunlunBackend:
+    dev, sysfs = host
+    return KunlunBackend(KunlunOptions(library_path=str(library), dev_root=str(dev), sysfs_root=str(sysfs),
+                                       **options), node_name="node-a")
+
+
+@pytest.fixture
+def backend(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path]):
+    backend = make_backend(xpuml_library, host, call_timeout_seconds=0.3)
+    backend.open()
+    yield backend
+    backend.close()
+
+
+def by_id(backend: KunlunBackend) -> dict[str, base.Device]:
+    return {device.id: device for device in backend.devices()}
+
+
+def test_struct_layouts_match_the_128_byte_xpuml_structs() -> None:
+    assert [ctypes.sizeof(s) for s in (xpuml.PciInfo, xpuml.Utilization, xpuml.Memory, xpuml.Attributes)] == [128] * 4
+    assert xpuml.PciInfo.busId.offset == 24
+
+
+def test_devices_are_enumerated_with_identity_memory_numa_and_nodes(backend: KunlunBackend,
+                                                                    host: tuple[Path, Path]) -> None:
+    dev, _ = host
+    devices = backend.devices()
+
+    assert [(d.id, d.index, d.model, d.memory_total_mb, d.numa_node, d.pci_bus_id) for d in devices] == [
+        ("K200SN0001", 0, "R200", 16384, 0, BUS0), ("K200SN0002", 1, "R300", 32768, 1, BUS1)]
+    assert all(d.vendor == "kunlun" and d.resource == "baidu.com/xpu" and d.healthy for d in devices)
+    assert devices[1].device_nodes == (base.DeviceNode(str(dev / "xpu1"), "/dev/xpu1"),)
+    assert devices[0].uuid == "K200SN0001"
+    assert backend.driver_version() == "4.0.25.3"
+
+
+def test_per_model_resource_names(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path]) -> None:
+    backend = make_backend(xpuml_library, host, resources=[{"name": "baidu.com/xpu-r300", "models": ["R3*"]}])
+    backend.open()
+    try:
+        assert [d.resource for d in backend.devices()] == ["baidu.com/xpu", "baidu.com/xpu-r300"]
+    finally:
+        backend.close()
+
+
+def test_samples_convert_bytes_to_mb_and_milliwatts_to_watts(backend: KunlunBackend) -> None:
+    sample = backend.sample(backend.devices()[0])
+
+    assert sample == base.DeviceSample(utilization_percent=37.0, memory_used_mb=1536.0, memory_total_mb=16384.0,
+                                       temperature_celsius=51.0, power_watts=87.5)
+
+
+def test_allocate_gives_the_device_nodes_the_control_node_and_the_indexes(backend: KunlunBackend,
+                                                                          host: tuple[Path, Path]) -> None:
+    dev, _ = host
+    allocation = backend.allocate(backend.devices())
+
+    assert allocation.envs == {"XPU_VISIBLE_DEVICES": "0,1"}
+    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == [
+        (str(dev / "xpu0"), "/dev/xpu0"), (str(dev / "xpu1"), "/dev/xpu1"), (str(dev / "xpuctrl"), "/dev/xpuctrl")]
+
+
+@pytest.mark.parametrize("state, reason", [(207, "device state ERROR (207)"), (205, "device state IN_RESET (205)"),
+                                           (208, "device state IN_EXCEPTION (208)"), (42, "device state unknown (42)")],
+                         ids=["error", "in-reset", "in-exception", "unknown"])
+def test_a_bad_state_makes_the_device_unhealthy_and_it_recovers(backend: KunlunBackend, fixture: Fixture,
+                                                                state: int, reason: str) -> None:
+    fixture.update(**{"dev.1.state": state})
+    device = by_id(backend)["K200SN0002"]
+    assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, reason)
+
+    fixture.update(**{"dev.1.state": 201})
+    assert by_id(backend)["K200SN0002"].healthy
+
+
+def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend: KunlunBackend,
+                                                                        fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update(**{"error.xpumlDeviceGetSerial.1": 15})
+
+    device = by_id(backend)["K200SN0002"]
+    assert device.health is base.Health.UNHEALTHY
+    assert device.health_reason == "xpumlDeviceGetSerial returned XPU_IS_LOST (15)"
+    assert (device.model, device.pci_bus_id) == ("R300", BUS1)
+
+    fixture.update(**{"error.xpumlDeviceGetSerial.1": None})
+    assert by_id(backend)["K200SN0002"].healthy
+
+
+def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBackend, fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update(**{"error.xpumlDeviceGetCount": 9})
+
+    devices = backend.devices()
+    assert [d.id for d in devices] == ["K200SN0001", "K200SN0002"]
+    assert all("listing devices failed: xpumlDeviceGetCount returned DRIVER_NOT_LOADED (9)" in d.health_reason
+               for d in devices)
+
+
+def test_a_missing_device_node_makes_the_device_unhealthy(backend: KunlunBackend, host: tuple[Path, Path]) -> None:
+    dev, _ = host
+    (dev / "xpu0").unlink()
+    device = by_id(backend)["K200SN0001"]
+    assert device.health_reason == f"device node {dev / 'xpu0'} is missing"
+    assert backend.allocate([device]).device_nodes == (base.DeviceNode(str(dev / "xpuctrl"), "/dev/xpuctrl"),)
+
+
+def test_a_hanging_call_is_bounded_and_marks_only_that_device(backend: KunlunBackend, fixture: Fixture) -> None:
+    fixture.update(**{"hang.xpumlDeviceGetState.1": 1.0})
+
+    devices = by_id(backend)
+
+    assert devices["K200SN0001"].healthy
+    assert devices["K200SN0002"].health_reason == "xpumlDeviceGetState(1) did not return within 0.3 s"
+    fixture.update(**{"hang.xpumlDeviceGetState.1": None})
+    assert by_id(backend)["K200SN0002"].healthy
+
+
+def test_a_hanging_sample_marks_the_device_unhealthy_until_it_answers(backend: KunlunBackend,
+                                                                      fixture: Fixture) -> None:
+    device = backend.devices()[0]
+    fixture.update(**{"hang.xpumlDeviceGetPowerUsage.0": 1.0})
+    with pytest.raises(errors.DeviceQueryError, match=r"xpumlDeviceGetPowerUsage\(0\) did not return within 0.3 s"):
+        backend.sample(device)
+    assert "xpumlDeviceGetPowerUsage(0) did not return" in by_id(backend)["K200SN0001"].health_reason
+
+    fixture.update(**{"hang.xpumlDeviceGetPowerUsage.0": None})
+    backend.sample(device)
+    assert by_id(backend)["K200SN0001"].healthy
+
+
+def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Path, fixture: Fixture,
+                                                       host: tuple[Path, Path]) -> None:
+    fixture.update(**{"dev.0.minor": 7, "dev.0.model_id": 3, "dev.1.model_id": 77})
+    backend = make_backend(minimal_xpuml_library, host)
+    backend.open()
+    try:
+        devices = backend.devices()
+        sample = backend.sample(devices[0])
+    finally:
+        backend.close()
+
+    assert [d.model for d in devices] == ["R300", "Kunlun model 77"]  # from xpumlDeviceGetAttributes
+    assert devices[0].device_nodes[0].container_path == "/dev/xpu0"  # no GetMinorNumber: the index
+    assert sample.power_watts is None and sample.temperature_celsius == 51.0
+
+
+def test_an_unsupported_metric_is_none(backend: KunlunBackend, fixture: Fixture) -> None:
+    fixture.update(**{"error.xpumlDeviceGetUtilizationRates": 3})
+    sample = backend.sample(backend.devices()[0])
+    assert sample.utilization_percent is None and sample.memory_used_mb == 1536.0
+
+
+def test_init_failure_is_backend_unavailable_with_the_code_name(xpuml_library: Path, fixture: Fixture,
+                                                                host: tuple[Path, Path]) -> None:
+    fixture.update(init_error=9)
+    backend = make_backend(xpuml_library, host)
+    with pytest.raises(errors.BackendUnavailable, match=r"xpumlInit returned DRIVER_NOT_LOADED \(9\).*modprobe kunlun"):
+        backend.open()
+
+
+def test_a_missing_library_lists_what_was_tried(tmp_path: Path, host: tuple[Path, Path]) -> None:
+    backend = make_backend(tmp_path / "nowhere" / "libxpuml.so.1", host)
+    with pytest.raises(errors.BackendUnavailable, match=r"Kunlunxin XPUML.*nowhere/libxpuml.so.1: no such file"):
+        backend.open()
+
+
+def test_through_open_backend_init_failure_degrades_to_zero_devices_or_raises(
+        xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path], clean_env: None) -> None:
+    fixture.update(init_error=9)
+    dev, sysfs = host
+    options = {"library_path": str(xpuml_library), "dev_root": str(dev), "sysfs_root": str(sysfs)}
+
+    degraded = open_backend(settings.load(overrides={"backend": "kunlun", "backends": {"kunlun": options}}))
+    assert isinstance(degraded, fallback.RetryingBackend) and list(degraded.devices()) == []
+
+    strict = settings.load(overrides={"backend": "kunlun", "fail_on_init_error": True,
+                                      "backends": {"kunlun": options}})
+    with pytest.raises(errors.BackendUnavailable):
+        open_backend(strict)
+
+
+def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fixture: Fixture,
+                                                         host: tuple[Path, Path]) -> None:
+    backend = make_backend(xpuml_library, host, health_poll_interval_seconds=0.05)
+    backend.open()
+    stop, changes = threading.Event(), threading.Semaphore(0)
+    watcher = threading.Thread(target=backend.watch_health, args=(stop, changes.release))
+    watcher.start()
+    try:
+        fixture.update(**{"dev.0.state": 207})
+        assert changes.acquire(timeout=10)
+        assert not by_id(backend)["K200SN0001"].healthy
+        fixture.update(**{"dev.0.state": 201})
+        assert changes.acquire(timeout=10)
+        assert by_id(backend)["K200SN0001"].healthy
+    finally:
+        stop.set()
+        watcher.join(10)
+        backend.close()
+    assert not watcher.is_alive()
+
+
+def test_close_is_idempotent_and_a_closed_backend_says_so(backend: KunlunBackend) -> None:
+    backend.close()
+    backend.close()
+    with pytest.raises(errors.BackendUnavailable, match="not open"):
+        backend.devices()
+
+
+# -- SR-IOV ----------------------------------------------------------------------------------------
+
+
+def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
+    """What the kunlun driver does when VFs appear: XPUML lists the PF (as R200-PF) and each VF."""
+
+    def on_change(pf: str, vfs: list[str]) -> None:
+        values = {key: value for key, value in fixture.values.items() if not key.startswith("dev.")}
+        listed = [(BUS0, "R200-PF" if vfs else "R200", "K200SN0001")]
+        listed += [(vf, "R200-VF-8G", "K200SN0001") for vf in vfs]
+        for index, (bus_id, name, serial) in enumerate(listed):
+            values.update({f"dev.{index}.bus_id": bus_id, f"dev.{index}.name": name, f"dev.{index}.serial": serial,
+                           f"dev.{index}.minor": minors.get(bus_id, index), f"dev.{index}.memory_total": 8 * GIB})
+        values["count"] = len(listed)
+        fixture.set(values)
+
+    return on_change
+
+
+def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path],
+                                                short_tmp: Path) -> None:
+    dev, sysfs = host
+    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    make_dev_tree(dev, ["xpu4", "xpu5"])
+    fixture.update(count=1)
+    kernel = FakeKernel(sysfs, on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
+    pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
+    backend = KunlunBackend(KunlunOptions(library_path=str(xpuml_library), dev_root=str(dev), sysfs_root=str(sysfs),
+                                          sriov_num_vfs=2, pod_resources_socket=str(short_tmp / "pr.sock")),
+                            node_name="node-a", sriov_writer=kernel)
+    try:
+        backend.open()
+        devices = backend.devices()
+        allocation = backend.allocate(devices[1:])
+    finally:
+        backend.close()
+        pod_resources.stop()
+
+    assert kernel.writes == [(BUS0, "2")]
+    assert [(d.id, d.model, d.numa_node, d.device_nodes[0].container_path) for d in devices] == [
+        (vf_bus_id(BUS0, 0), "R200-VF-8G", 0, "/dev/xpu4"), (vf_bus_id(BUS0, 1), "R200-VF-8G", 0, "/dev/xpu5")]
+    assert allocation.envs == {"XPU_VISIBLE_DEVICES": "2"}
+    assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
+
+
+def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path],
+                                      short_tmp: Path) -> None:
+    dev, sysfs = host
+    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    kernel = FakeKernel(sysfs)
+    pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
+    pod_resources.allocations[("trainer", "baidu.com/xpu")] = ["K200SN0001"]
+    backend = KunlunBackend(KunlunOptions(library_path=str(xpuml_library), dev_root=str(dev), sysfs_root=str(sysfs),
+                                          sriov_num_vfs=2, pod_resources_socket=str(short_tmp / "pr.sock")),
+                            node_name="node-a", sriov_writer=kernel)
+    try:
+        backend.open()
+        ids = [d.id for d in backend.devices()]
+    finally:
+        backend.close()
+        pod_resources.stop()
+
+    assert kernel.writes == [] and ids == ["K200SN0001", "K200SN0002"]
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+
+
+def test_cli_devices_json_against_the_fake_library(xpuml_library: Path, fixture: Fixture,
+                                                   host: tuple[Path, Path]) -> None:
+    dev, sysfs = host
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KRAKENPLUG_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "krakenplug", "devices", "--backend", "kunlun", "--json",
+         "--backend-opt", f"library_path={xpuml_library}", "--backend-opt", f"dev_root={dev}",
+         "--backend-opt", f"sysfs_root={sysfs}"],
+        capture_output=True, text=True, env=env, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["id"], r["model"], r["memory_total_mb"], r["numa_node"], r["health"], r["resource"]) for r in rows] == [
+        ("K200SN0001", "R200", 16384, 0, "Healthy", "baidu.com/xpu"),
+        ("K200SN0002", "R300", 32768, 1, "Healthy", "baidu.com/xpu")]
