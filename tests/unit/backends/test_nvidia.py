@@ -311,3 +311,14 @@ def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: dict[str, str],
             for r in rows] == [
         (UUID0, "NVIDIA H100 80GB HBM3", 81559, 0, "0000:3b:00.0", "Healthy"),
         (UUID1, "NVIDIA A100-SXM4-40GB", 40960, 1, "0000:af:00.0", "Healthy")]
+
+
+def test_xid_lists_accept_comma_separated_strings_and_name_bad_values(clean_env: None) -> None:
+    def create(**nvidia: object):
+        return backends.create(settings.load(overrides={"backend": "nvidia", "backends": {"nvidia": nvidia}}))
+
+    options = NvidiaOptions.model_validate({"ignored_xids": "13, 31", "fatal_xids": "48,79"})
+    assert (options.ignored_xids, options.fatal_xids) == ([13, 31], [48, 79])
+    assert isinstance(create(ignored_xids="13"), NvidiaBackend)
+    with pytest.raises(errors.ConfigError, match=r"backends\.nvidia\.ignored_xids.*'x'"):
+        create(ignored_xids="13,x")

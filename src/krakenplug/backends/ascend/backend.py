@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from krakenplug import errors
 from krakenplug.backends import _devicebook, _native, _sysfs, _vendorlib, base
@@ -38,6 +38,14 @@ class AscendOptions(base.BackendOptions):
         default_factory=list,
         description="Host driver directories mounted read-only into containers, e.g. /usr/local/Ascend/driver.",
     )
+
+    @field_validator("driver_mounts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """``--backend-opt driver_mounts=/a,/b`` arrives as a string."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
 
 class AscendBackend:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pynvml
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from krakenplug import errors
 from krakenplug.backends import _devicebook, _sysfs, _vendorlib, base
@@ -35,6 +35,14 @@ class NvidiaOptions(base.BackendOptions):
                                     description="XIDs that never mark a GPU unhealthy (application errors).")
     fatal_xids: list[int] = Field(default_factory=list,
                                   description="When set, only these XIDs mark a GPU unhealthy.")
+
+    @field_validator("ignored_xids", "fatal_xids", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``--backend-opt ignored_xids=13,31`` arrives as a string."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
 
 class NvidiaBackend:
