@@ -7,6 +7,7 @@ every connected kubelet stream, and Allocate looks IDs up in the inventory curre
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
@@ -27,7 +28,7 @@ class Inventory:
         slots = replicas_mod.build_slots(devices, replicas=replicas)
         return cls(resource, devices, slots, replicas_mod.list_and_watch_response(slots))
 
-    @property
+    @functools.cached_property
     def advertised(self) -> tuple[tuple[str, str, int | None], ...]:
         """What the kubelet sees (ID, health, NUMA node); a new snapshot is sent only when this changes."""
         return tuple((slot.id, slot.device.health.value, slot.device.numa_node) for slot in self.slots.values())

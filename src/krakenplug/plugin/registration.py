@@ -30,6 +30,7 @@ _FIRST_RETRY_SECONDS = 0.2
 _MAX_RETRY_SECONDS = 10.0
 # gRPC's default reconnect backoff starts at 1 s; a kubelet that is restarting is back much sooner.
 _CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),  # never reuse a connection to a kubelet.sock that has since gone
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),

@@ -51,11 +51,12 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
     def ListAndWatch(self, request: dp_pb2.Empty, context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
         context.add_callback(self._feed.wake)
         version, inventory = self._feed.current()
-        logger.info("kubelet opened ListAndWatch for %s: %s", self.resource, inventory.summary())
+        if logger.isEnabledFor(logging.INFO):  # the summary walks every device: only build it when shown
+            logger.info("kubelet opened ListAndWatch for %s: %s", self.resource, inventory.summary())
         yield inventory.response
         while (newer := self._feed.wait_newer(version, active=context.is_active)) is not None:
             version, inventory = newer
-            logger.debug("sending a new %s snapshot: %s", self.resource, inventory.summary())
+            logger.debug("sending a new %s snapshot (version %d)", self.resource, version)
             yield inventory.response
         logger.debug("ListAndWatch stream for %s ended", self.resource)
 

@@ -1,0 +1,98 @@
+"""Shared pieces of the plugin benchmarks: a real ``krakenplug run`` process, device files, percentiles.
+
+Every benchmark runs the agent as its own process (like on a node) and plays the kubelet with the
+project's simulator or with plain generated gRPC stubs from this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import yaml
+
+RESOURCE = "krakenplug.pcl.ac.cn/fake"
+
+
+def write_devices(path: Path, count: int, *, unhealthy: Sequence[int] = ()) -> None:
+    devices = [{"id": f"fake-{i}", "model": "KrakenSim-80G", "memory_mb": 81920, "numa_node": i % 2,
+                "health": "Unhealthy" if i in unhealthy else "Healthy"} for i in range(count)]
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(yaml.safe_dump({"devices": devices}))
+    temporary.replace(path)
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    """A short directory under /tmp (unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="kpb-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def agent(directory: Path, devices_file: Path, *, replicas: int = 1, extra: Sequence[str] = ("--no-exporter",),
+          env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``krakenplug run`` with the device plugin (and only it, unless ``extra`` says otherwise),
+    stopped with SIGTERM afterwards."""
+    command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--fake-devices", str(devices_file),
+               "--device-plugin-dir", str(directory), "--replicas", str(replicas), "--no-discovery",
+               "--log-level", "warning", *extra]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KRAKENPLUG_")}
+    environment.update(env or {})
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            _, errors = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, errors = process.communicate()
+        if process.returncode not in (0, -signal.SIGTERM):
+            print(f"agent exited with {process.returncode}:\n{errors}", file=sys.stderr)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def describe(name: str, samples: Sequence[float], *, unit: float = 1e3, suffix: str = "ms") -> str:
+    return (f"{name}: n={len(samples)} p50={percentile(samples, 0.5) * unit:.3f}{suffix} "
+            f"p99={percentile(samples, 0.99) * unit:.3f}{suffix} mean={statistics.fmean(samples) * unit:.3f}{suffix}")
+
+
+def timed(call, *args) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process in MiB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
