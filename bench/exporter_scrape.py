@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer scrapes and shorter rate windows")
     args = parser.parse_args()
     scrapes = 300 if args.quick else args.scrapes
-    slow_window, fast_window, idle_window = (5.0, 3.0, 3.0) if args.quick else (20.0, 10.0, 10.0)
+    slow_window, fast_window, idle_window = (5.0, 3.0, 3.0) if args.quick else (30.0, 10.0, 15.0)
 
     with node(args.devices, args.pods) as (port, pid, _kubelet):
         body = warm_up(port)

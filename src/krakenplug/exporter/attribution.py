@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from krakenplug.backends import base
 
@@ -24,9 +25,8 @@ __all__ = ["Allocation", "DeviceUsers", "PodAttribution", "assign", "flatten"]
 _REPLICA_SUFFIX = re.compile(r"^(?P<device>.+)::\d+$")
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Allocation:
-    """One device ID handed to one container, as the kubelet reports it."""
+class Allocation(NamedTuple):
+    """One device ID handed to one container, as the kubelet reports it (a tuple: cheap to sort and hash)."""
 
     namespace: str
     pod: str
@@ -65,10 +65,13 @@ def flatten(response: object) -> tuple[Allocation, ...]:
     """Every distinct (container, resource, device ID) in a ListPodResourcesResponse, sorted."""
     found: set[Allocation] = set()
     for pod in response.pod_resources:  # type: ignore[attr-defined]
+        namespace, pod_name = pod.namespace, pod.name
         for container in pod.containers:
+            container_name = container.name
             for devices in container.devices:
-                for device_id in devices.device_ids:
-                    found.add(Allocation(pod.namespace, pod.name, container.name, devices.resource_name, device_id))
+                resource = devices.resource_name
+                found.update(Allocation(namespace, pod_name, container_name, resource, device_id)
+                             for device_id in devices.device_ids)
     return tuple(sorted(found))
 
 

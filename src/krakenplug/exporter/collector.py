@@ -50,11 +50,9 @@ class DeviceCollector:
                  python_version: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._reader = reader
         self._pods = pods
-        self._node_name = node_name
         self._vendor = backend_name
-        self._base_unit_metrics = base_unit_metrics
-        self._version = version
-        self._python_version = python_version or platform.python_version()
+        self._builder = families.FamilyBuilder(node_name=node_name, base_unit_metrics=base_unit_metrics,
+                                               version=version, python_version=python_version or platform.python_version())
         self._clock = clock
         self._lock = threading.Lock()
         self._last_usable: float | None = None
@@ -62,12 +60,7 @@ class DeviceCollector:
     def scrape(self) -> list[families.Family]:
         """One collection, as plain families (what ``/metrics`` renders)."""
         reading = self.read()
-        context = families.ScrapeContext(
-            node_name=self._node_name, vendor=self._vendor, reading=reading, pods=self._pods.current(),
-            version=self._version, python_version=self._python_version,
-            base_unit_metrics=self._base_unit_metrics,
-        )
-        return families.build(context)
+        return self._builder.build(reading, self._pods.current(), vendor=self._vendor)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         return to_metric_families(self.scrape())

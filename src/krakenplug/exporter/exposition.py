@@ -10,7 +10,6 @@ from the previous scrape, so a scrape formats only the values.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
 from prometheus_client.utils import floatToGoString
@@ -33,30 +32,42 @@ class TextRenderer:
     """Renders families; thread-safe (concurrent scrapes may each rebuild a few cache entries)."""
 
     def __init__(self) -> None:
-        self._prefixes: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._prefixes: dict[str, dict[tuple[str, ...], str]] = {}  # family name -> labels -> prefix
+        self._blocks: dict[str, tuple[object, str]] = {}  # family name -> (cache token, its whole text)
         self._headers: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[int, ...]]] = {}
         self._values: dict[float, str] = {}
-        self._lock = threading.Lock()
 
     def render(self, families: Iterable[Family]) -> bytes:
-        previous = self._prefixes
-        current: dict[tuple[str, tuple[str, ...]], str] = {}
         out: list[str] = []
         for family in families:
-            header, order = self._header(family)
-            out.append(header)
-            for labels, value in family.samples:
-                key = (family.name, labels)
-                prefix = previous.get(key)
-                if prefix is None:
-                    prefix = _series_prefix(family, labels, order)
-                current[key] = prefix
-                out.append(prefix)
-                out.append(self._format(value))
-        # Only the series of this scrape are kept, so departed pods do not pile up in memory.
-        with self._lock:
-            self._prefixes = current
+            token = family.cache_token
+            if token is None:
+                out.append(self._render_family(family))
+                continue
+            cached = self._blocks.get(family.name)
+            if cached is None or cached[0] is not token:
+                cached = self._blocks[family.name] = (token, self._render_family(family))
+            out.append(cached[1])
         return "".join(out).encode("utf-8")
+
+    def _render_family(self, family: Family) -> str:
+        header, order = self._header(family)
+        prefixes = self._prefixes.get(family.name)
+        if prefixes is None or len(prefixes) > 2 * len(family.samples) + 64:
+            # Started over now and then, so the series of departed pods do not pile up in memory.
+            prefixes = self._prefixes[family.name] = {}
+        values = self._values
+        out = [header]
+        for labels, value in family.samples:
+            prefix = prefixes.get(labels)
+            if prefix is None:
+                prefix = prefixes[labels] = _series_prefix(family, labels, order)
+            text = values.get(value)
+            if text is None or value == 0.0:  # -0.0 is a key equal to 0.0 but renders differently
+                text = self._format(value)
+            out.append(prefix)
+            out.append(text)
+        return "".join(out)
 
     def _header(self, family: Family) -> tuple[str, tuple[int, ...]]:
         key = (family.name, family.documentation, family.labelnames)
@@ -69,11 +80,8 @@ class TextRenderer:
         return cached
 
     def _format(self, value: float) -> str:
-        if value == 0.0 or value != value:  # -0.0 equals 0.0 as a key, and NaN equals nothing
-            return floatToGoString(value) + "\n"
-        text = self._values.get(value)
-        if text is None:
-            text = floatToGoString(value) + "\n"
+        text = floatToGoString(value) + "\n"
+        if value == value and value != 0.0:  # NaN equals nothing and zero has a sign: never cached
             if len(self._values) >= _MAX_CACHED_VALUES:
                 self._values = {}
             self._values[value] = text

@@ -1,11 +1,15 @@
 """The metric contract: names, units, labels and HELP text, the same for every vendor.
 
-``build()`` turns one scrape's inputs (a vendor reading, the pod map, the exporter's own state) into
-plain ``Family`` values. Both exposition paths render these: the prometheus_client collector (for any
-registry) and the fast text renderer behind ``/metrics``; a test keeps their bytes identical.
+``FamilyBuilder.build()`` turns one scrape's inputs (a vendor reading, the pod map, the exporter's own
+state) into plain ``Family`` values. Both exposition paths render these: the prometheus_client collector
+(for any registry) and the fast text renderer behind ``/metrics``; a test keeps their bytes identical.
 
 Units follow the product contract: utilization in percent, memory in MiB (the metric names say MB for
 historical reasons; HELP says MiB). ``base_unit_metrics`` adds the Prometheus base-unit twins.
+
+Label sets change only when devices, their health or the pod map change, which is rare next to
+scrapes; a ``_Plan`` holds them (and the info, health and allocation families, which hold nothing else)
+until then, so a scrape only adds the values it has just read.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from krakenplug.backends import base
 from krakenplug.exporter import attribution
 from krakenplug.exporter.reader import Reading
 
-__all__ = ["Family", "ScrapeContext", "build"]
+__all__ = ["Family", "FamilyBuilder"]
 
 MIB = 1048576.0
 
@@ -29,119 +33,133 @@ ALLOCATION_LABELS = ("node_name", "vendor", "device_index", "pod", "namespace", 
 COLLECTOR_LABELS = ("vendor",)
 BUILD_LABELS = ("version", "python_version")
 
+# name, HELP; all value families carry DEVICE_LABELS
+_UTIL = ("krakenplug_device_util",
+         "Utilization of the device's main compute engine in percent (0-100), as the vendor reports it.")
+_USED = ("krakenplug_device_memory_used", "Device memory in use, in MiB (1 MiB = 1048576 bytes).")
+_TOTAL = ("krakenplug_device_memory_total", "Total device memory, in MiB (1 MiB = 1048576 bytes).")
+_TEMPERATURE = ("krakenplug_device_temperature_celsius",
+                "Device temperature in degrees Celsius; only for devices whose vendor reports it.")
+_POWER = ("krakenplug_device_power_watts", "Device power draw in watts; only for devices whose vendor reports it.")
+_RATIO = ("krakenplug_device_utilization_ratio", "Utilization of the device's main compute engine as a ratio (0-1).")
+_USED_BYTES = ("krakenplug_device_memory_used_bytes", "Device memory in use, in bytes.")
+_TOTAL_BYTES = ("krakenplug_device_memory_total_bytes", "Total device memory, in bytes.")
+
 
 @dataclasses.dataclass
 class Family:
-    """One gauge family: name, HELP text, label names and (label values, value) samples."""
+    """One gauge family: name, HELP text, label names and (label values, value) samples.
+
+    ``cache_token`` is set on families whose samples stay the same while the token is the same
+    object; the renderer may then reuse its previous text for them.
+    """
 
     name: str
     documentation: str
     labelnames: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]] = dataclasses.field(default_factory=list)
+    cache_token: object | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class ScrapeContext:
-    """Everything one scrape renders."""
+class _Plan:
+    """Label tuples and static families for one combination of devices, pod map and driver version."""
 
-    node_name: str
-    vendor: str  # the collector's vendor label (device vendor, or the backend name before any device)
-    reading: Reading
-    pods: attribution.PodAttribution
-    version: str
-    python_version: str
-    base_unit_metrics: bool = False
+    def __init__(self, node_name: str, devices: tuple[base.Device, ...],
+                 allocations: tuple[attribution.Allocation, ...], driver_version: str) -> None:
+        self.key = (devices, allocations, driver_version)
+        self.info = Family("krakenplug_device_info",
+                           "Facts about a device; always 1. Join on node_name, vendor and device_index.",
+                           INFO_LABELS, cache_token=self)
+        self.healthy = Family("krakenplug_device_healthy",
+                              "1 when the device is healthy (the health the device plugin reports to the kubelet), "
+                              "else 0.", HEALTH_LABELS, cache_token=self)
+        self.allocations = Family("krakenplug_device_allocation_info",
+                                  "One series per container using the device (kubelet PodResources); always 1.",
+                                  ALLOCATION_LABELS, cache_token=self)
+        self.rows: list[tuple[base.Device, tuple[str, ...]]] = []  # (device, labels of its value series)
+        users = attribution.assign(allocations, devices)
+        for device in sorted(devices, key=lambda d: (d.index, d.id)):
+            self._add_device(node_name, device, users.get(device.id), driver_version)
 
-
-def _value_families(base_units: bool) -> dict[str, Family]:
-    families = {
-        "util": Family("krakenplug_device_util",
-                       "Utilization of the device's main compute engine in percent (0-100), as the vendor reports it.",
-                       DEVICE_LABELS),
-        "used": Family("krakenplug_device_memory_used", "Device memory in use, in MiB (1 MiB = 1048576 bytes).",
-                       DEVICE_LABELS),
-        "total": Family("krakenplug_device_memory_total", "Total device memory, in MiB (1 MiB = 1048576 bytes).",
-                        DEVICE_LABELS),
-        "temperature": Family("krakenplug_device_temperature_celsius",
-                              "Device temperature in degrees Celsius; only for devices whose vendor reports it.",
-                              DEVICE_LABELS),
-        "power": Family("krakenplug_device_power_watts",
-                        "Device power draw in watts; only for devices whose vendor reports it.", DEVICE_LABELS),
-    }
-    if base_units:
-        families["ratio"] = Family("krakenplug_device_utilization_ratio",
-                                   "Utilization of the device's main compute engine as a ratio (0-1).", DEVICE_LABELS)
-        families["used_bytes"] = Family("krakenplug_device_memory_used_bytes", "Device memory in use, in bytes.",
-                                        DEVICE_LABELS)
-        families["total_bytes"] = Family("krakenplug_device_memory_total_bytes", "Total device memory, in bytes.",
-                                         DEVICE_LABELS)
-    return families
+    def _add_device(self, node: str, device: base.Device, users: attribution.DeviceUsers | None,
+                    driver_version: str) -> None:
+        index, vendor = str(device.index), device.vendor
+        pod, namespace, container = users.owner() if users else ("", "", "")
+        self.rows.append((device, (node, vendor, index, pod, namespace, container)))
+        self.info.samples.append(((node, vendor, index, device.id, device.uuid or "", device.model, driver_version,
+                                   device.pci_bus_id or "", device.resource), 1.0))
+        self.healthy.samples.append(((node, vendor, index), 1.0 if device.healthy else 0.0))
+        for user_namespace, user_pod, user_container, resource in users.users if users else ():
+            self.allocations.samples.append(
+                ((node, vendor, index, user_pod, user_namespace, user_container, resource), 1.0))
 
 
-def _add_values(families: dict[str, Family], labels: tuple[str, ...], device: base.Device,
-                sample: base.DeviceSample) -> None:
-    total = sample.memory_total_mb if sample.memory_total_mb is not None else float(device.memory_total_mb)
-    readings = {
-        "util": sample.utilization_percent, "used": sample.memory_used_mb, "total": total,
-        "temperature": sample.temperature_celsius, "power": sample.power_watts,
-        "ratio": None if sample.utilization_percent is None else sample.utilization_percent / 100.0,
-        "used_bytes": None if sample.memory_used_mb is None else sample.memory_used_mb * MIB,
-        "total_bytes": total * MIB,
-    }
-    for key, family in families.items():
-        value = readings[key]
-        if value is not None:
-            family.samples.append((labels, float(value)))
+class FamilyBuilder:
+    """Builds the families of each scrape; thread-safe (a plan is replaced whole, never changed)."""
+
+    def __init__(self, *, node_name: str, base_unit_metrics: bool, version: str, python_version: str) -> None:
+        self.node_name = node_name
+        self.base_unit_metrics = base_unit_metrics
+        self._plan: _Plan | None = None
+        self._build_info = Family("krakenplug_exporter_build_info", "Version of the exporter and of Python; always 1.",
+                                  BUILD_LABELS, [((version, python_version), 1.0)], cache_token=self)
+
+    def build(self, reading: Reading, pods: attribution.PodAttribution, *, vendor: str) -> list[Family]:
+        """Every family of one scrape, in a fixed order; families without samples are left out."""
+        plan = self._plan_for(reading, pods)
+        families: Sequence[Family] = [*self._values(plan, reading), plan.info, plan.healthy, plan.allocations,
+                                      *self._meta(reading, pods, vendor)]
+        return [family for family in families if family.samples]
+
+    def _plan_for(self, reading: Reading, pods: attribution.PodAttribution) -> _Plan:
+        plan = self._plan
+        if plan is None or plan.key != (reading.devices, pods.allocations, reading.driver_version):
+            plan = self._plan = _Plan(self.node_name, reading.devices, pods.allocations, reading.driver_version)
+        return plan
+
+    def _values(self, plan: _Plan, reading: Reading) -> list[Family]:
+        util, used, total, temperature, power = (Family(*named, DEVICE_LABELS)
+                                                 for named in (_UTIL, _USED, _TOTAL, _TEMPERATURE, _POWER))
+        twins = [Family(*named, DEVICE_LABELS) for named in (_RATIO, _USED_BYTES, _TOTAL_BYTES)]
+        samples = reading.samples
+        for device, labels in plan.rows:
+            sample = samples.get(device.id)
+            if sample is None:  # failed or late: no value series rather than a stale or made-up one
+                continue
+            memory_total = float(device.memory_total_mb if sample.memory_total_mb is None else sample.memory_total_mb)
+            total.samples.append((labels, memory_total))
+            if sample.utilization_percent is not None:
+                util.samples.append((labels, float(sample.utilization_percent)))
+            if sample.memory_used_mb is not None:
+                used.samples.append((labels, float(sample.memory_used_mb)))
+            if sample.temperature_celsius is not None:
+                temperature.samples.append((labels, float(sample.temperature_celsius)))
+            if sample.power_watts is not None:
+                power.samples.append((labels, float(sample.power_watts)))
+            if self.base_unit_metrics:
+                _add_twins(twins, labels, sample, memory_total)
+        return [util, used, total, temperature, power, *(twins if self.base_unit_metrics else ())]
+
+    def _meta(self, reading: Reading, pods: attribution.PodAttribution, vendor: str) -> list[Family]:
+        labels = (vendor,)
+        return [
+            Family("krakenplug_collector_up", "1 when every vendor read of this scrape succeeded in time, else 0.",
+                   COLLECTOR_LABELS, [(labels, 1.0 if reading.complete else 0.0)]),
+            Family("krakenplug_collector_duration_seconds", "Seconds spent on vendor reads for this scrape.",
+                   COLLECTOR_LABELS, [(labels, reading.duration_seconds)]),
+            Family("krakenplug_podresources_up", "1 when the last kubelet PodResources List call succeeded, else 0.",
+                   (), [((), 1.0 if pods.up else 0.0)]),
+            Family("krakenplug_podresources_last_success_timestamp_seconds",
+                   "Unix time of the last successful kubelet PodResources List call; 0 when none succeeded yet.",
+                   (), [((), pods.last_success_unix)]),
+            self._build_info,
+        ]
 
 
-def device_families(context: ScrapeContext) -> list[Family]:
-    """Value, info, health and allocation series of every device in the reading."""
-    reading, node = context.reading, context.node_name
-    values = _value_families(context.base_unit_metrics)
-    info = Family("krakenplug_device_info",
-                  "Facts about a device; always 1. Join on node_name, vendor and device_index.", INFO_LABELS)
-    healthy = Family("krakenplug_device_healthy",
-                     "1 when the device is healthy (the health the device plugin reports to the kubelet), else 0.",
-                     HEALTH_LABELS)
-    allocations = Family("krakenplug_device_allocation_info",
-                         "One series per container using the device (kubelet PodResources); always 1.",
-                         ALLOCATION_LABELS)
-    users = attribution.assign(context.pods.allocations, reading.devices)
-    for device in sorted(reading.devices, key=lambda d: (d.index, d.id)):
-        index = str(device.index)
-        device_users = users.get(device.id)
-        pod, namespace, container = device_users.owner() if device_users else ("", "", "")
-        sample = reading.samples.get(device.id)
-        if sample is not None:
-            _add_values(values, (node, device.vendor, index, pod, namespace, container), device, sample)
-        info.samples.append(((node, device.vendor, index, device.id, device.uuid or "", device.model,
-                              reading.driver_version, device.pci_bus_id or "", device.resource), 1.0))
-        healthy.samples.append(((node, device.vendor, index), 1.0 if device.healthy else 0.0))
-        for user_namespace, user_pod, user_container, resource in device_users.users if device_users else ():
-            allocations.samples.append(
-                ((node, device.vendor, index, user_pod, user_namespace, user_container, resource), 1.0))
-    return [*values.values(), info, healthy, allocations]
-
-
-def meta_families(context: ScrapeContext) -> list[Family]:
-    """The exporter's own state: backend success and duration, pod map freshness, build info."""
-    vendor = (context.vendor,)
-    return [
-        Family("krakenplug_collector_up", "1 when every vendor read of this scrape succeeded in time, else 0.",
-               COLLECTOR_LABELS, [(vendor, 1.0 if context.reading.complete else 0.0)]),
-        Family("krakenplug_collector_duration_seconds", "Seconds spent on vendor reads for this scrape.",
-               COLLECTOR_LABELS, [(vendor, context.reading.duration_seconds)]),
-        Family("krakenplug_podresources_up", "1 when the last kubelet PodResources List call succeeded, else 0.",
-               (), [((), 1.0 if context.pods.up else 0.0)]),
-        Family("krakenplug_podresources_last_success_timestamp_seconds",
-               "Unix time of the last successful kubelet PodResources List call; 0 when none succeeded yet.",
-               (), [((), context.pods.last_success_unix)]),
-        Family("krakenplug_exporter_build_info", "Version of the exporter and of Python; always 1.",
-               BUILD_LABELS, [((context.version, context.python_version), 1.0)]),
-    ]
-
-
-def build(context: ScrapeContext) -> list[Family]:
-    """Every family of one scrape, in a fixed order; families without samples are left out."""
-    families: Sequence[Family] = [*device_families(context), *meta_families(context)]
-    return [family for family in families if family.samples]
+def _add_twins(twins: list[Family], labels: tuple[str, ...], sample: base.DeviceSample, memory_total: float) -> None:
+    ratio, used_bytes, total_bytes = twins
+    if sample.utilization_percent is not None:
+        ratio.samples.append((labels, sample.utilization_percent / 100.0))
+    if sample.memory_used_mb is not None:
+        used_bytes.samples.append((labels, sample.memory_used_mb * MIB))
+    total_bytes.samples.append((labels, memory_total * MIB))

@@ -135,7 +135,9 @@ class PodResourcesWatcher:
     def _succeeded(self, allocations: tuple[attribution.Allocation, ...]) -> None:
         with self._lock:
             was_up = self._up
-            self._allocations, self._up, self._error, self._backoff = allocations, True, "", 0.0
+            if allocations != self._allocations:  # an unchanged map stays the same object: scrapes reuse its labels
+                self._allocations = allocations
+            self._up, self._error, self._backoff = True, "", 0.0
             self._last_success, self._last_success_unix = self._clock(), self._wall_clock()
         if not was_up:
             logger.info("pod resources available from %s (%d allocations)", self.socket_path, len(allocations))

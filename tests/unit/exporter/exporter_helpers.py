@@ -28,7 +28,7 @@ def write_devices(path: Path, count: int = 4, *, faults: dict[str, Any] | None =
     devices = []
     for index in range(count):
         device = {"id": f"fake-{index}", "model": "KrakenSim-80G", "memory_mb": 81920, "numa_node": index % 2,
-                  "utilization": float(10 * index), "memory_used_mb": float(1024 * index),
+                  "utilization": float(10 * index % 101), "memory_used_mb": float(1024 * index),
                   "pci_bus_id": f"0000:{0x3b + index:02x}:00.0"}
         device.update(overrides.get(f"device{index}", {}))
         devices.append(device)

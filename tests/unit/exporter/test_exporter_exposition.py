@@ -37,11 +37,11 @@ GOLDEN_PODS = response(
 )
 
 
-def golden_collector(**kwargs):
+def golden_collector(*, base_unit_metrics: bool = True):
     pods = attribution.PodAttribution(allocations=attribution.flatten(GOLDEN_PODS), up=True,
                                       last_success_unix=1700000000.0)
-    return make_collector(fake_backend(), node_name="golden-node", pods=StaticPods(pods), base_unit_metrics=True,
-                          version="0.0.0-golden", python_version="3.11.0", **kwargs)
+    return make_collector(fake_backend(), node_name="golden-node", pods=StaticPods(pods),
+                          base_unit_metrics=base_unit_metrics, version="0.0.0-golden", python_version="3.11.0")
 
 
 @pytest.fixture
@@ -85,8 +85,7 @@ def _promtool(exposition: bytes) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("base_units", [False, True], ids=["default", "base-unit-twins"])
 def test_promtool_accepts_the_exposition(base_units):
-    made = golden_collector()
-    made._base_unit_metrics = base_units
+    made = golden_collector(base_unit_metrics=base_units)
     try:
         result = _promtool(generate_latest(build_registry(made)))
     finally:
