@@ -23,7 +23,7 @@ krakenplug.backendOptions itself.
 */}}
 {{- define "krakenplug.optionKeys" -}}
 common: [libraryPath, healthPollIntervalSeconds, callTimeoutSeconds]
-nvidia: [ignoredXids, fatalXids]
+nvidia: [healthChecks, ignoredXids, fatalXids]
 ascend: [driverMounts]
 cambricon: []
 kunlun: []
@@ -66,6 +66,9 @@ The backends.<vendor> mapping as YAML. Call with (dict "root" $ "vendor" $vendor
 {{- if not (kindIs "invalid" $sriov.nodeLabel) }}
 {{- $_ := set $options "sriov_node_label" $sriov.nodeLabel }}
 {{- end }}
+{{- else if eq .vendor "kunlun" }}
+{{- /* SR-IOV off in the chart: the backend must not act on a VF-count node label either (sysfs is read-only). */}}
+{{- $_ := set $options "sriov_node_label" nil }}
 {{- end }}
 {{- if and (eq .vendor "fake") $cfg.devices }}
 {{- $_ := set $options "devices_file" (printf "%s/fake-devices.yaml" (include "krakenplug.configDir" .)) }}
