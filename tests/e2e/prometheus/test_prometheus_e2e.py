@@ -1,0 +1,152 @@
+"""A real Prometheus scraping a real ``krakenplug run`` on a node simulated by the kubelet simulator.
+
+Prometheus runs on loopback with a 1 s scrape interval; the test reads what it stored through its HTTP
+query API, so label names, staleness of departed pods and the text format are checked end to end.
+Prometheus delays its first scrape after start-up (about 5.5 s), hence the generous waits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+RESOURCE = "krakenplug.pcl.ac.cn/fake"
+WAIT = 30.0
+FAST_REFRESH = {"exporter": {"pod_resources_refresh_seconds": 0.5}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port, self.log_path = port, log_path
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait_for(self, promql: str, predicate: Callable[[list[dict]], bool], *, what: str) -> list[dict]:
+        deadline, result = time.monotonic() + WAIT, []
+        while time.monotonic() < deadline:
+            result = self.query(promql)
+            if predicate(result):
+                return result
+            time.sleep(0.25)
+        raise AssertionError(f"{what}: not seen within {WAIT} s; last answer to {promql!r}: {result}\n"
+                             f"prometheus log:\n{self.log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, metrics_port: int) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        pytest.fail("prometheus is required for this test (apt-get install prometheus)")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "krakenplug", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
+    }))
+    port, log_path = _free_port(), tmp_path / "prometheus.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        server = Prometheus(port, log_path)
+        _wait_ready(server, process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_ready(server: Prometheus, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"prometheus exited with {process.returncode}:\n{server.log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/-/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"prometheus not ready within {WAIT} s:\n{server.log_path.read_text()}")
+
+
+def _by_device(result: list[dict]) -> dict[str, dict]:
+    return {series["metric"]["device_index"]: series["metric"] for series in result}
+
+
+def _pods(result: list[dict]) -> dict[str, str]:
+    return {index: labels.get("pod", "") for index, labels in _by_device(result).items()}
+
+
+def test_pod_labels_follow_the_kubelet(prometheus, kubelet, start_agent, metrics_port):
+    start_agent("--exporter", "--metrics-address", f"127.0.0.1:{metrics_port}", config=FAST_REFRESH)
+    kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    kubelet.allocate(RESOURCE, 1, pod="a", namespace="ns", ids=["fake-0"])
+
+    result = prometheus.wait_for("krakenplug_device_util", lambda r: _pods(r).get("0") == "a" and len(r) == 4,
+                                 what="device 0 used by pod a")
+    assert _pods(result) == {"0": "a", "1": "", "2": "", "3": ""}
+    labels = _by_device(result)["0"]
+    assert (labels["namespace"], labels["container"], labels["node_name"], labels["vendor"]) == \
+        ("ns", "main", "e2e-node", "fake")
+    assert {s["metric"]["device_index"]: float(s["value"][1]) for s in result} == \
+        {"0": 37.5, "1": 0.0, "2": 91.0, "3": 5.0}
+
+    kubelet.release("a", "ns")
+    kubelet.allocate(RESOURCE, 1, pod="b", namespace="ns", ids=["fake-0"])
+    result = prometheus.wait_for("krakenplug_device_util", lambda r: _pods(r).get("0") == "b" and len(r) == 4,
+                                 what="device 0 moved to pod b")
+    assert prometheus.query('krakenplug_device_util{pod="a"}') == []  # the old series went stale at once
+    allocations = prometheus.query("krakenplug_device_allocation_info")
+    assert [(s["metric"]["device_index"], s["metric"]["pod"]) for s in allocations] == [("0", "b")]
+    assert [s["value"][1] for s in prometheus.query("krakenplug_collector_up")] == ["1"]
+    assert [s["value"][1] for s in prometheus.query("krakenplug_podresources_up")] == ["1"]
+
+
+def test_time_sliced_device_is_not_counted_twice(prometheus, kubelet, start_agent, metrics_port):
+    start_agent("--exporter", "--metrics-address", f"127.0.0.1:{metrics_port}", "--replicas", "2",
+                config=FAST_REFRESH)
+    kubelet.wait_for_resource(RESOURCE, capacity=8, allocatable=8, timeout=WAIT)
+    kubelet.allocate(RESOURCE, 1, pod="left", namespace="ns", ids=["fake-2::0"])
+    kubelet.allocate(RESOURCE, 1, pod="right", namespace="ns", ids=["fake-2::1"])
+
+    prometheus.wait_for('count(krakenplug_device_allocation_info{device_index="2"})',
+                        lambda r: bool(r) and r[0]["value"][1] == "2", what="two pods sharing device 2")
+    result = prometheus.query("krakenplug_device_util")
+    assert _pods(result) == {"0": "", "1": "", "2": "", "3": ""}  # shared: the device series names no pod
+    total = prometheus.query("sum(krakenplug_device_util)")
+    assert float(total[0]["value"][1]) == 37.5 + 0.0 + 91.0 + 5.0
