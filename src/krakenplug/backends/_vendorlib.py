@@ -8,7 +8,7 @@ the DeviceBook), and its status code is mapped to the vendor's name for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any
 
 from krakenplug import errors
@@ -41,13 +41,16 @@ class VendorCalls:
 
     def __init__(self, library: _native.NativeLibrary, signatures: Mapping[str, Signature], *, vendor: str,
                  timeout_seconds: float, book: _devicebook.DeviceBook, code_names: Mapping[int, str],
-                 unsupported_codes: Collection[int] = ()) -> None:
+                 unsupported_codes: Collection[int] = (),
+                 describe_key: Callable[[Hashable], str] = lambda key: f"device {key}") -> None:
+        """``describe_key`` names a call's device in messages, e.g. "card 0 device 1"."""
         self.library = library
         self._signatures = signatures
         self._vendor = vendor
         self._book = book
         self._code_names = code_names
         self._unsupported = frozenset(unsupported_codes)
+        self._describe_key = describe_key
         self._caller = _calls.BoundedCaller(timeout_seconds, name=f"{vendor}-call")
 
     def code_name(self, code: int) -> str:
@@ -68,7 +71,7 @@ class VendorCalls:
         fn = self._function(name)
         if fn is None:
             raise NotSupported(name, None, f"{self.library.path} does not export it")
-        where = f"{name}(device {key})" if key is not None else name
+        where = f"{name}({self._describe_key(key)})" if key is not None else name
         try:
             result = self._caller(fn, *args, what=where)
         except errors.DeviceQueryError as err:  # the caller raises this only on timeout

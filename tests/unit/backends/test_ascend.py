@@ -223,7 +223,7 @@ def test_hanging_call_is_bounded_and_marks_only_that_npu(libdcmi: Path, fixture:
     fixture.update({"hang.dcmi_get_device_health.1": 3})
     devices = by_id(backend)
     assert devices["Ascend-5"].health is base.Health.UNHEALTHY
-    assert devices["Ascend-5"].health_reason == "dcmi_get_device_health(device (0, 1)) did not return within 0.3 s"
+    assert devices["Ascend-5"].health_reason == "dcmi_get_device_health(card 0 device 1) did not return within 0.3 s"
     assert devices["Ascend-4"].healthy and devices["Ascend-6"].healthy
     fixture.remove("hang.dcmi_get_device_health.1")
     assert by_id(backend)["Ascend-5"].healthy  # the same call returns in time again

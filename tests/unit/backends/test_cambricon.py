@@ -228,3 +228,11 @@ def test_cli_devices_json(libcndev: Path, fixture: Fixture, host: dict[str, str]
         (f"MLU-{UUID0}", "MLU370-X8", 0, "Healthy", "0000:39:00.0"),
         (f"MLU-{UUID1}", "MLU370-X8", 0, "Healthy", "0000:3d:00.0"),
         (f"MLU-{UUID2}", "MLU590-M9", 1, "Healthy", "0000:81:00.0")]
+
+
+def test_model_name_failure_is_reported_not_papered_over(backend: CambriconBackend, fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update({"fail.cndevGetCardNameStringByDevId.1": 7})  # the fake then returns NULL
+    device = by_id(backend)[f"MLU-{UUID1}"]
+    assert (device.health, device.model) == (base.Health.UNHEALTHY, "MLU370-X8")
+    assert device.health_reason == "cndevGetCardNameStringByDevId failed: returned no name"

@@ -66,7 +66,8 @@ class AscendBackend:
                                              vendor="Ascend DCMI")
         calls = _vendorlib.VendorCalls(library, dcmi.SIGNATURES, vendor="ascend", book=self._book,
                                        timeout_seconds=self._options.call_timeout_seconds,
-                                       code_names=dcmi.CODE_NAMES, unsupported_codes=dcmi.UNSUPPORTED_CODES)
+                                       code_names=dcmi.CODE_NAMES, unsupported_codes=dcmi.UNSUPPORTED_CODES,
+                                       describe_key=dcmi.describe)
         api = dcmi.Dcmi(calls)
         try:
             api.init()

@@ -93,6 +93,10 @@ SIGNATURES: dict[str, _vendorlib.Signature] = {
 Address = tuple[int, int]  # (card id, device id in card)
 
 
+def describe(address: Address) -> str:
+    return "card {} device {}".format(*address)
+
+
 def _text(raw: ctypes.Array) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace").strip()
 

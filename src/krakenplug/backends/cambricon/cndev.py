@@ -139,7 +139,9 @@ class Cndev:
 
     def model(self, index: int) -> str:
         name = self.calls.value("cndevGetCardNameStringByDevId", self._handle(index), key=index)
-        return name.decode(errors="replace").strip() if name else "MLU"
+        if not name:  # this function signals failure with NULL, not a status code
+            raise _vendorlib.VendorCallError("cndevGetCardNameStringByDevId", None, "returned no name")
+        return name.decode(errors="replace").strip()
 
     def uuid(self, index: int) -> str:
         info = self._query("cndevGetUUID", Uuid, index)
