@@ -68,6 +68,12 @@ class Fixture:
         os.replace(temporary, self.path)
 
 
+def expect_change(changes: threading.Semaphore, shown: Callable[[], bool]) -> None:
+    """Waits for the next ``changed()`` call (released on ``changes``) and checks that it shows the new state."""
+    assert changes.acquire(timeout=10), "watch_health reported no change"
+    assert shown(), "changed() was called but the devices do not show the change"
+
+
 def make_dev_tree(root: Path, names: Iterable[str]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name in names:

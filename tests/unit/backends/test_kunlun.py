@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakelib_b import (FakeKernel, Fixture, PodResourcesStandIn, compile_fake_library, make_dev_tree,
-                       make_pci_device, vf_bus_id)
+                       make_pci_device, vf_bus_id, expect_change)
 
 from krakenplug import errors, settings
 from krakenplug.backends import base, fallback, open_backend
@@ -246,12 +246,11 @@ def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fi
     watcher = threading.Thread(target=backend.watch_health, args=(stop, changes.release))
     watcher.start()
     try:
+        assert changes.acquire(timeout=10)  # once at the start
         fixture.update(**{"dev.0.state": 207})
-        assert changes.acquire(timeout=10)
-        assert not by_id(backend)["K200SN0001"].healthy
+        expect_change(changes, lambda: not by_id(backend)["K200SN0001"].healthy)
         fixture.update(**{"dev.0.state": 201})
-        assert changes.acquire(timeout=10)
-        assert by_id(backend)["K200SN0001"].healthy
+        expect_change(changes, lambda: by_id(backend)["K200SN0001"].healthy)
     finally:
         stop.set()
         watcher.join(10)

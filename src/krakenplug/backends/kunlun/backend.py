@@ -146,8 +146,8 @@ class KunlunBackend:
         watcher = threading.Thread(target=self._sriov.watch_label, args=(stop, wake.set), name="kunlun-sriov-label",
                                    daemon=True)
         watcher.start()
-        with self._lock:
-            previous: tuple[base.Device, ...] | None = tuple(self._last)  # what the caller was last shown
+        previous = self._safe_devices()
+        changed()  # once at the start: nothing that changed before watching began is lost
         next_poll = time.monotonic() + self._options.health_poll_interval_seconds
         try:
             while not stop.wait(_TICK_SECONDS):

@@ -204,13 +204,13 @@ class StreamComputingBackend:
             return self._with_node_health(self._book.record(bus_id, device))
         try:
             handle = lib.handle_by_bus_id(bus_id) if lib.supports_bus_id_lookup() else lib.handle_by_index(position)
-            device = self._book.record(bus_id, self._describe(lib, device, handle, key=bus_id))
+            device = self._describe(lib, device, handle, key=bus_id)
         except errors.DeviceQueryError as err:
             failed = self._book.failed(bus_id, str(err))
             if failed is None:  # never answered, but sysfs vouches for it: advertise it as Unhealthy
                 failed = _devicebook.unhealthy(self._book.record(bus_id, device), str(err))
             return self._with_node_health(failed)
-        return self._with_node_health(self._with_board_health(lib, device, handle, key=bus_id))
+        return self._with_node_health(self._recorded(lib, bus_id, device, handle))
 
     def _unaddressed_devices(self) -> list[base.Device]:
         """No NPU in sysfs (not mounted?): STCML's list by index, else the /dev/stc<N> nodes."""
@@ -226,13 +226,12 @@ class StreamComputingBackend:
         for index in range(count):
             try:
                 handle = lib.handle_by_index(index)
-                plain = self._device(f"stc{index}", index, DEVICE_IDS[0x0100])
-                device = self._book.record(index, self._describe(lib, plain, handle, key=index))
+                device = self._describe(lib, self._device(f"stc{index}", index, DEVICE_IDS[0x0100]), handle, key=index)
             except errors.DeviceQueryError as err:
                 failed = self._book.failed(index, str(err))
                 devices += [failed] if failed is not None else []
                 continue
-            devices.append(self._with_node_health(self._with_board_health(lib, device, handle, key=index)))
+            devices.append(self._with_node_health(self._recorded(lib, index, device, handle)))
         return devices + self._book.unlisted(range(count), "STCML no longer lists this NPU")
 
     def _describe(self, lib: stcml.Stcml, device: base.Device, handle: int, *, key: Hashable) -> base.Device:
@@ -273,16 +272,20 @@ class StreamComputingBackend:
 
     # -- health and readings ---------------------------------------------------------------------
 
-    def _with_board_health(self, lib: stcml.Stcml, device: base.Device, handle: int, *, key: Hashable) -> base.Device:
+    def _recorded(self, lib: stcml.Stcml, key: Hashable, device: base.Device, handle: int) -> base.Device:
+        """Checks the board, then records ``device`` (after its last call, so a stuck call that returned
+        no longer counts) and returns it with its health."""
+        problem = None
         try:
             status = lib.board_status(handle, key=key)
         except stcml.NotSupported:
-            return device
+            status = stcml.BOARD_ON
         except errors.DeviceQueryError as err:
-            return _devicebook.unhealthy(device, str(err))
-        if status != stcml.BOARD_ON:
-            return _devicebook.unhealthy(device, f"board status {'off' if status == 1 else 'unknown'} ({status})")
-        return device
+            status, problem = None, str(err)
+        if status not in (None, stcml.BOARD_ON):
+            problem = f"board status {'off' if status == 1 else 'unknown'} ({status})"
+        device = self._book.record(key, device)
+        return _devicebook.unhealthy(device, problem) if problem else device
 
     def _with_node_health(self, device: base.Device) -> base.Device:
         main = os.path.join(self._options.dev_root, f"stc{device.index}")
