@@ -58,7 +58,7 @@ class CambriconBackend:
         api = cndev.Cndev(calls)
         try:
             api.init()
-            api.count()  # settles the struct API version
+            api.negotiate()
         except errors.DeviceQueryError as err:
             calls.close()
             raise errors.BackendUnavailable(f"CNDev in {library.path} failed: {err}; is the Cambricon driver "

@@ -117,19 +117,28 @@ class Cndev:
     def release(self) -> None:
         self.calls.status("cndevRelease")
 
-    def count(self) -> int:
-        """The number of MLUs; settles the API version on the first call."""
-        for version in API_VERSIONS:
-            info = CardInfo(version=version)
+    def negotiate(self) -> None:
+        """Settles the struct API version: the newest one the library accepts."""
+        for version in API_VERSIONS[:-1]:
             try:
-                self.calls.status("cndevGetDeviceCount", byref(info))
+                self._count(version)
             except _vendorlib.VendorCallError as err:
-                if err.code == UNSUPPORTED_API_VERSION and version != API_VERSIONS[-1]:
-                    continue
-                raise
+                if err.code != UNSUPPORTED_API_VERSION:
+                    raise
+                continue
             self.version = version
-            return info.number
-        raise AssertionError("unreachable: the last version either returns or raises")
+            return
+        self._count(API_VERSIONS[-1])
+        self.version = API_VERSIONS[-1]
+
+    def count(self) -> int:
+        """The number of MLUs."""
+        return self._count(self.version)
+
+    def _count(self, version: int) -> int:
+        info = CardInfo(version=version)
+        self.calls.status("cndevGetDeviceCount", byref(info))
+        return info.number
 
     def handle(self, index: int) -> int:
         handle = c_int(0)
