@@ -33,23 +33,29 @@ class Reading:
     samples: Mapping[str, base.DeviceSample] = dataclasses.field(default_factory=dict)  # read in time, by ID
     failures: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by device ID: why sample() failed
     driver_version: str = ""
-    error: str = ""  # a problem with the backend as a whole: unavailable, devices() failed, too slow
+    error: str = ""  # a problem with the backend as a whole: devices() failed, or too slow
+    unavailable: str = ""  # the vendor library is not loaded: zero devices while the agent retries
     duration_seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
         """Every vendor read succeeded in time (``krakenplug_collector_up``)."""
-        return not self.error and not self.failures and len(self.samples) == len(self.devices)
+        return (not self.error and not self.unavailable and not self.failures
+                and len(self.samples) == len(self.devices))
 
     @property
     def usable(self) -> bool:
-        """The backend answered: it listed its devices in time and could sample at least one of them."""
+        """The backend answered: it listed its devices in time and could sample at least one of them.
+
+        An unavailable backend counts as usable: the agent deliberately runs without devices then (and
+        retries), and a failing health check would only restart it in a loop.
+        """
         return not self.error and (not self.devices or bool(self.samples))
 
     def problem(self) -> str:
         """A one-line description of what went wrong, empty when complete."""
-        if self.error:
-            return self.error
+        if self.error or self.unavailable:
+            return self.error or self.unavailable
         if self.failures:
             device_id, reason = next(iter(sorted(self.failures.items())))
             more = f" (and {len(self.failures) - 1} more devices)" if len(self.failures) > 1 else ""
@@ -69,6 +75,7 @@ class _Job:
         self.failures: dict[str, str] = {}
         self.driver_version = ""
         self.error = ""
+        self.unavailable = ""
 
     def reading(self, *, timeout: float, elapsed: float) -> Reading:
         with self.lock:
@@ -82,7 +89,7 @@ class _Job:
                             else "(devices() did not return)"))
             return Reading(devices=devices, samples=MappingProxyType(dict(self.samples)),
                            failures=MappingProxyType(dict(self.failures)), driver_version=self.driver_version,
-                           error=error, duration_seconds=elapsed)
+                           error=error, unavailable=self.unavailable, duration_seconds=elapsed)
 
 
 class VendorReader:
@@ -148,7 +155,7 @@ class VendorReader:
             return
         with job.lock:
             job.devices = devices
-            job.error = _unavailable_reason(self._backend)
+            job.unavailable = _unavailable_reason(self._backend)
             job.driver_version = _driver_version(self._backend)
         for device in devices:
             try:

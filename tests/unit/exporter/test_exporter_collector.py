@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from krakenplug import errors
-from krakenplug.backends import base
+from krakenplug.backends import base, fallback
 from krakenplug.backends.fake import FakeBackend, FakeOptions
 from krakenplug.exporter import attribution, build_registry, make_collector
 from krakenplug.exporter.collector import StaticPods
@@ -201,3 +201,28 @@ def test_health_states(tmp_path):
         assert collector.health(max_age_seconds=0) == (True, "ok")
     finally:
         collector.close()
+
+
+def test_an_unavailable_backend_serves_a_valid_page_without_devices(scrape, tmp_path):
+    missing = FakeBackend(FakeOptions(devices_file=tmp_path / "absent.yaml"))
+    with pytest.raises(errors.BackendUnavailable) as raised:
+        missing.open()
+    metrics = scrape(fallback.RetryingBackend(missing, first_error=raised.value))
+    assert series(metrics, "krakenplug_collector_up") == [({"vendor": "fake"}, 0.0)]
+    assert not any(name.startswith("krakenplug_device_") for name in metrics)
+    assert metrics["krakenplug_podresources_up"] == [({}, 0.0)]
+
+
+class _Renamed(FakeBackend):
+    """A backend registered as "kunlun" whose devices say vendor "kunlunxin"."""
+
+    name = "kunlun"
+
+    def devices(self):
+        return tuple(dataclasses.replace(device, vendor="kunlunxin") for device in super().devices())
+
+
+def test_collector_metrics_use_the_devices_vendor_label(scrape):
+    metrics = scrape(_opened(_Renamed))
+    assert series(metrics, "krakenplug_collector_up") == [({"vendor": "kunlunxin"}, 1.0)]
+    assert {labels["vendor"] for labels, _ in metrics["krakenplug_device_util"]} == {"kunlunxin"}

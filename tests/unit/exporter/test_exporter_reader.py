@@ -118,5 +118,7 @@ def test_an_unavailable_backend_is_not_up(reader_for, tmp_path):
         missing.open()
     wrapped = fallback.RetryingBackend(missing, first_error=raised.value)
     reading = reader_for(wrapped).read()
-    assert reading.devices == () and reading.error.startswith("backend unavailable: ")
-    assert not reading.complete
+    assert reading.devices == () and reading.unavailable.startswith("backend unavailable: ")
+    assert reading.problem() == reading.unavailable
+    assert not reading.complete  # krakenplug_collector_up 0 ...
+    assert reading.usable  # ... but /healthz stays 200: restarting the agent would not load the library
