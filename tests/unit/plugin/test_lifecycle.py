@@ -118,8 +118,8 @@ def test_one_server_per_resource_and_a_vanished_resource_is_stopped(kubelet, dev
     assert kubelet.latest("example.com/small").request.endpoint == "krakenplug-small.sock"
     assert set(kubelet.devices("example.com/small")) == {"small-0"}
     write_devices(devices_file, fake_devices(2))
-    kubelet.wait_for(lambda: kubelet.latest("example.com/small").ended)
-    assert "krakenplug-small.sock" not in _sockets(kubelet.directory)
+    kubelet.wait_for(lambda: kubelet.latest("example.com/small").ended
+                     and "krakenplug-small.sock" not in _sockets(kubelet.directory))
     assert set(kubelet.devices("example.com/big")) == {"fake-0", "fake-1"}
 
 
@@ -233,3 +233,21 @@ class _NoEvents:
     def allocate(self, devices):
         return self._inner.allocate(devices)
 
+
+
+def test_a_missing_plugin_directory_is_retried_until_it_exists(short_tmp, devices_file, start_plugin, caplog):
+    directory = short_tmp / "dp"
+    run = start_plugin(fake_backend(devices_file), device_plugin_dir=directory, rescan_interval_seconds=0.1)
+    deadline = time.monotonic() + 15
+    while "cannot serve" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "cannot serve krakenplug.pcl.ac.cn/fake" in caplog.text
+    assert run.thread.is_alive()
+    directory.mkdir()
+    kubelet = KubeletStub(directory)
+    kubelet.start()
+    try:
+        kubelet.wait_for(lambda: kubelet.devices(RESOURCE))
+    finally:
+        run.finish()
+        kubelet.stop()
