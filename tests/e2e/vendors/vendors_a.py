@@ -31,6 +31,6 @@ def backend_flags(vendor: str, library: Path, root: Path, **options: object) -> 
     return flags
 
 
-def container_devices(response) -> list[tuple[str, str]]:  # noqa: ANN001 - an AllocateResponse proto
+def container_devices(response) -> list[tuple[str, str]]:
     (container,) = response.container_responses
     return [(spec.host_path, spec.container_path) for spec in container.devices]

@@ -15,14 +15,14 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import pytest
 from fakelib_a import Fixture, compile_fake_library, make_dev_tree, make_sysfs
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
-from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions
-from krakenplug.backends.nvidia import xid
+from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, xid
 
 UUID0 = "GPU-5e1c6f3a-8a4b-4f0e-9d3c-1b2a3c4d5e6f"
 UUID1 = "GPU-9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
@@ -84,7 +84,7 @@ class Watch:
         self.thread = threading.Thread(target=backend.watch_health, args=(self.stop, self.changes.release),
                                        daemon=True)
 
-    def __enter__(self) -> Watch:
+    def __enter__(self) -> Self:
         self.thread.start()
         assert self.changed(), "watch_health never took its first snapshot"
         return self
@@ -291,7 +291,7 @@ def test_missing_symbols_read_as_not_offered(fakelib_dir: Path, fixture: Fixture
     library = compile_fake_library("fake_nvml.c", "libnvidia-ml.so.1", fakelib_dir / "nvml-minimal",
                                    defines=["OMIT_nvmlDeviceGetPowerUsage", "OMIT_nvmlDeviceGetTemperature"])
     result = subprocess.run([sys.executable, "-c", MISSING_SYMBOL_SCRIPT, str(library), host["dev_root"],
-                             host["sysfs_root"]], capture_output=True, text=True, timeout=60,
+                             host["sysfs_root"]], check=False, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "FAKE_NVML_FIXTURE": str(fixture.path)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"utilization_percent": 88.0, "memory_used_mb": 2048.0,
@@ -304,7 +304,7 @@ def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: dict[str, str],
         [sys.executable, "-m", "krakenplug", "devices", "--backend", "nvidia", "--json",
          "--backend-opt", f"library_path={libnvml}", "--backend-opt", f"dev_root={host['dev_root']}",
          "--backend-opt", f"sysfs_root={host['sysfs_root']}"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "FAKE_NVML_FIXTURE": str(fixture.path)})
+        check=False, capture_output=True, text=True, timeout=60, env={**os.environ, "FAKE_NVML_FIXTURE": str(fixture.path)})
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [(r["id"], r["model"], r["memory_total_mb"], r["numa_node"], r["pci_bus_id"], r["health"])

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -206,7 +206,7 @@ class AscendBackend:
         return base.DeviceNode(host_path, f"/dev/{name}") if os.path.exists(host_path) else None
 
 
-def _optional(query: Callable, address: dcmi.Address):  # noqa: ANN202 - returns whatever the query does
+def _optional(query: Callable[[dcmi.Address], Any], address: dcmi.Address) -> Any:
     """The query's value, or None when DCMI does not support it on this chip."""
     try:
         return query(address)
@@ -215,5 +215,5 @@ def _optional(query: Callable, address: dcmi.Address):  # noqa: ANN202 - returns
         return None
 
 
-def _as_float(value: int | float | None) -> float | None:
+def _as_float(value: float | None) -> float | None:
     return float(value) if value is not None else None

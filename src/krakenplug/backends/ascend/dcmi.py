@@ -7,7 +7,7 @@ to the choke point as the call's key, so a stuck call marks exactly that NPU Unh
 from __future__ import annotations
 
 import ctypes
-from ctypes import POINTER, byref, c_char, c_int, c_uint, c_ulong, c_ulonglong, c_ubyte
+from ctypes import POINTER, byref, c_char, c_int, c_ubyte, c_uint, c_ulong, c_ulonglong
 
 from krakenplug.backends import _vendorlib
 

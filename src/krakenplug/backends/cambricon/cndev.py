@@ -9,7 +9,8 @@ the choke point uses to mark a stuck device.
 from __future__ import annotations
 
 import ctypes
-from ctypes import POINTER, byref, c_char_p, c_int, c_int64, c_uint, c_uint16, c_uint64, c_ubyte
+from ctypes import POINTER, byref, c_char_p, c_int, c_int64, c_ubyte, c_uint, c_uint16, c_uint64
+from typing import Any
 
 from krakenplug.backends import _vendorlib
 
@@ -194,7 +195,7 @@ class Cndev:
     def _handle(self, index: int) -> int:
         return self._handles[index] if index in self._handles else self.handle(index)
 
-    def _query(self, name: str, struct: type[ctypes.Structure], index: int, *, versioned: bool = True):  # noqa: ANN202
+    def _query(self, name: str, struct: type[ctypes.Structure], index: int, *, versioned: bool = True) -> Any:
         info = struct(version=self.version) if versioned else struct()
         self.calls.status(name, byref(info), self._handle(index), key=index)
         return info
