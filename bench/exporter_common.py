@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Self
 
 import grpc
 import yaml
@@ -61,11 +62,11 @@ class PodResourcesServer(pr_grpc.PodResourcesListerServicer):
         pr_grpc.add_PodResourcesListerServicer_to_server(self, self._server)
         self._server.add_insecure_port(f"unix:{socket_path}")
 
-    def List(self, request, context):  # noqa: N802 - the gRPC method name
+    def List(self, request, context):
         self.calls += 1
         return self.answer
 
-    def __enter__(self) -> PodResourcesServer:
+    def __enter__(self) -> Self:
         self._server.start()
         return self
 

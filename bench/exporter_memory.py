@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exporter_common import Scraper, memory_kib, node, pods_answer, static_server  # noqa: E402
+from exporter_common import Scraper, memory_kib, node, pods_answer, static_server
 
 
 def scrape(port: int, *, count: int = 0, seconds: float = 0.0) -> tuple[bytes, int]:
@@ -70,7 +70,7 @@ def main() -> int:
         scrape(static_port, count=100 + first + second)
         reference = memory_kib(static_pid)
 
-    mib = lambda kib: kib / 1024  # noqa: E731
+    mib = lambda kib: kib / 1024
     growth = end["VmRSS"] / middle["VmRSS"]
     print(f"node: {args.devices} devices, {args.pods} pods replaced twice a second; "
           f"{first} + {second} scrapes, {list_calls} PodResources List calls")

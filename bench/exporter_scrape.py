@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exporter_common import Scraper, cpu_seconds, node, percentile, static_server  # noqa: E402
+from exporter_common import Scraper, cpu_seconds, node, percentile, static_server
 
 
 def warm_up(port: int, count: int = 200) -> bytes:

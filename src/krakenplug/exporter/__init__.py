@@ -11,7 +11,12 @@ import threading
 
 from krakenplug.backends import base
 from krakenplug.exporter.app import Exporter
-from krakenplug.exporter.collector import DeviceCollector, StaticPods, build_registry, make_collector
+from krakenplug.exporter.collector import (
+    DeviceCollector,
+    StaticPods,
+    build_registry,
+    make_collector,
+)
 from krakenplug.settings import Settings
 
 __all__ = ["DeviceCollector", "Exporter", "StaticPods", "build_registry", "make_collector", "run"]

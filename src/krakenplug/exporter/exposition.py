@@ -10,6 +10,7 @@ from the previous scrape, so a scrape formats only the values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client.utils import floatToGoString
@@ -81,7 +82,7 @@ class TextRenderer:
 
     def _format(self, value: float) -> str:
         text = floatToGoString(value) + "\n"
-        if value == value and value != 0.0:  # NaN equals nothing and zero has a sign: never cached
+        if not math.isnan(value) and value != 0.0:  # NaN equals nothing and zero has a sign: never cached
             if len(self._values) >= _MAX_CACHED_VALUES:
                 self._values = {}
             self._values[value] = text

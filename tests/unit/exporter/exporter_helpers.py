@@ -74,7 +74,7 @@ class FakeKubelet(pr_grpc.PodResourcesListerServicer):
         self.calls = 0
         self._server: grpc.Server | None = None
 
-    def List(self, request: Any, context: grpc.ServicerContext) -> pr_pb2.ListPodResourcesResponse:  # noqa: N802
+    def List(self, request: Any, context: grpc.ServicerContext) -> pr_pb2.ListPodResourcesResponse:
         self.calls += 1
         if self.error is not None:
             context.abort(*self.error)

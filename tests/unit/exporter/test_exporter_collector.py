@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from exporter_helpers import RESOURCE, container, fake_backend, pod, response, write_devices
+from exporter_helpers import (
+    RESOURCE,
+    container,
+    fake_backend,
+    pod,
+    response,
+    write_devices,
+)
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 

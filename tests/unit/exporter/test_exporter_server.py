@@ -31,12 +31,12 @@ def running(tmp_path, short_tmp, free_port, clean_env):
     backend = FakeBackend(FakeOptions(devices_file=devices_file))
     backend.open()
     stop = threading.Event()
-    failures: list[BaseException] = []
+    failures: list[Exception] = []
 
     def serve(config):
         try:
             exporter.run(config, backend, stop)
-        except BaseException as err:  # surfaced by the test below
+        except Exception as err:  # noqa: BLE001 - surfaced at teardown
             failures.append(err)
 
     threads: list[threading.Thread] = []
