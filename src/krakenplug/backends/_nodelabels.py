@@ -198,7 +198,7 @@ class NodeApi:
             return False
         from kubernetes import client
 
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{self.node_name}.", namespace=EVENT_NAMESPACE),
             involved_object=client.V1ObjectReference(kind="Node", name=self.node_name, uid=self.node_name,

@@ -129,7 +129,8 @@ def _virtual_functions(pf_dir: str) -> list[str]:
     return [os.path.basename(os.path.realpath(os.path.join(pf_dir, name))) for name in names]
 
 
-def find_physical_functions(sysfs_root: str, *, vendor: int, device_ids: Collection[int] = ()) -> list[PhysicalFunction]:
+def find_physical_functions(sysfs_root: str, *, vendor: int,
+                            device_ids: Collection[int] = ()) -> list[PhysicalFunction]:
     """SR-IOV capable PFs of PCI ``vendor`` (and one of ``device_ids`` when given), sorted by bus ID."""
     try:
         entries = sorted(os.listdir(_devices_dir(sysfs_root)))

@@ -265,7 +265,7 @@ class KubeApiStandIn:
                 try:
                     while True:
                         with api._changed:
-                            api._changed.wait_for(lambda: api._closing or api.version > seen, timeout=5)
+                            api._changed.wait_for(lambda last=seen: api._closing or api.version > last, timeout=5)
                             if api._closing:
                                 break
                             if api.version <= seen:
