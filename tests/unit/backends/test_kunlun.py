@@ -14,8 +14,8 @@ import pytest
 from fakelib_b import (FakeKernel, Fixture, PodResourcesStandIn, compile_fake_library, make_dev_tree,
                        make_pci_device, vf_bus_id, expect_change)
 
-from krakenplug import errors, settings
-from krakenplug.backends import base, fallback, open_backend
+from krakenplug import cli, errors, settings
+from krakenplug.backends import base, create, fallback, open_backend
 from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions, xpuml
 
 GIB = 1 << 30
@@ -306,6 +306,7 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fi
     assert kernel.writes == [(BUS0, "2")]
     assert [(d.id, d.model, d.numa_node, d.device_nodes[0].container_path) for d in devices] == [
         (vf_bus_id(BUS0, 0), "R200-VF-8G", 0, "/dev/xpu4"), (vf_bus_id(BUS0, 1), "R200-VF-8G", 0, "/dev/xpu5")]
+    assert all(d.uuid is None for d in devices)  # the VFs share the card's serial: it is no UUID of theirs
     assert allocation.envs == {"XPU_VISIBLE_DEVICES": "2"}
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 
@@ -331,6 +332,15 @@ def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, hos
 
 
 # -- CLI -------------------------------------------------------------------------------------------
+
+
+def test_the_sriov_num_vfs_flag_reaches_the_backend_options(clean_env: None) -> None:
+    args = cli.build_parser().parse_args(["run", "--backend", "kunlun", "--sriov-num-vfs", "2"])
+    assert KunlunOptions.model_validate(cli.load_settings(args).backend_options("kunlun")).sriov_num_vfs == 2
+
+    negative = cli.build_parser().parse_args(["run", "--backend", "kunlun", "--sriov-num-vfs", "-1"])
+    with pytest.raises(errors.ConfigError, match=r"backends\.kunlun\.sriov_num_vfs.*-1"):
+        create(cli.load_settings(negative))
 
 
 def test_cli_devices_json_against_the_fake_library(xpuml_library: Path, fixture: Fixture,

@@ -207,7 +207,8 @@ class KunlunBackend:
             id=device_id, index=handle.index, vendor="kunlun", model=model,
             memory_total_mb=self._memory_total_mb(lib, handle),
             resource=self._options.resource_for(model, DEFAULT_RESOURCE),
-            numa_node=_sysfs.numa_node(self._options.sysfs_root, bus_id), pci_bus_id=bus_id, uuid=serial,
+            numa_node=_sysfs.numa_node(self._options.sysfs_root, bus_id), pci_bus_id=bus_id,
+            uuid=None if is_vf else serial,  # VFs share their card's serial
             device_nodes=(base.DeviceNode(os.path.join(self._options.dev_root, f"xpu{minor}"), f"/dev/xpu{minor}"),),
         )
 
