@@ -16,6 +16,7 @@ import datetime
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -118,9 +119,12 @@ class NodeApi:
         backoff = 1.0
         try:
             while not stop.is_set():
+                started = time.monotonic()
                 try:
                     self._watch_once(key, stop, on_change)
                     backoff = 1.0
+                    if time.monotonic() - started < 1.0:  # a server that ends watches at once: no busy loop
+                        stop.wait(1.0)
                 except Exception as err:  # any API or connection failure: retry with backoff
                     if stop.is_set():
                         break
@@ -185,7 +189,7 @@ class NodeApi:
     def _interrupt_locked(self) -> None:
         # Shutting the socket down wakes the thread blocked reading the watch stream.
         if self._response is not None:
-            self._response.shutdown()
+            getattr(self._response, "shutdown", self._response.close)()  # shutdown(): urllib3 >= 2.3
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class KunlunBackend:
             try:
                 lib.init()
             except errors.DeviceQueryError as err:
+                lib.release()
                 raise errors.BackendUnavailable(
                     f"{err} (library {lib.library.path}); check that the kunlun driver is loaded "
                     f"(modprobe kunlun) and that /dev/xpu* exist") from err

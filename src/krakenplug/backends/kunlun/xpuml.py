@@ -151,7 +151,11 @@ class Xpuml:
         try:
             self._call("xpumlShutdown", [])
         finally:
-            self._caller.close()
+            self.release()
+
+    def release(self) -> None:
+        """Stops the call worker without calling into the library (after a failed init)."""
+        self._caller.close()
 
     def driver_version(self) -> str:
         buffer = ctypes.create_string_buffer(_BUFFER)

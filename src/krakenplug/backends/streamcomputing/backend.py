@@ -93,7 +93,7 @@ class StreamComputingBackend:
         try:
             lib.init()
         except errors.DeviceQueryError as err:
-            lib.shutdown()
+            lib.release()
             raise errors.BackendUnavailable(f"{err} (library {lib.library.path}); check that the stc driver is "
                                             f"loaded (lsmod | grep stc) and /dev/stc* exist") from err
         return lib

@@ -112,7 +112,11 @@ class Stcml:
         try:
             self._call("stcmlShutdown", [])
         finally:
-            self._caller.close()
+            self.release()
+
+    def release(self) -> None:
+        """Stops the call worker without calling into the library (after a failed init)."""
+        self._caller.close()
 
     def driver_version(self) -> str:
         return self._text("stcmlSystemGetDriverVersion")
