@@ -86,7 +86,7 @@ class FakeApiServer:
         self.requests: list[Request] = []
         self.before_patch: Callable[[str], None] | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-apiserver", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-apiserver", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
