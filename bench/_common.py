@@ -67,7 +67,7 @@ def agent(directory: Path, devices_file: Path, *, replicas: int = 1, extra: Sequ
 
 def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def describe(name: str, samples: Sequence[float], *, unit: float = 1e3, suffix: str = "ms") -> str:

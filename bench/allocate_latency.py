@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 import grpc
-
 from _common import RESOURCE, agent, describe, percentile, timed, workdir, write_devices
+
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.testing.kubelet import KubeletSimulator
@@ -40,7 +40,7 @@ def main() -> int:
 
 def _measure(stub: dp_grpc.DevicePluginStub, calls: int) -> tuple[list[float], list[float]]:
     empty = dp_pb2.Empty()
-    requests = [dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(devices_ids=[f"fake-{i % 8}"])])
+    requests = [dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(devices_ids=[f"fake-{i}"])])
                 for i in range(8)]
     for i in range(200):  # warm-up: connections, code paths, allocator
         stub.GetDevicePluginOptions(empty)

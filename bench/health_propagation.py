@@ -14,6 +14,7 @@ import random
 import time
 
 from _common import RESOURCE, agent, describe, percentile, workdir, write_devices
+
 from krakenplug.testing.kubelet import KubeletSimulator
 
 TARGET_SECONDS = 0.250

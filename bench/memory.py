@@ -14,8 +14,8 @@ import sys
 import time
 
 import grpc
-
 from _common import RESOURCE, agent, free_port, rss_mb, workdir, write_devices
+
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.testing.kubelet import KubeletSimulator

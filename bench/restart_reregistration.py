@@ -11,6 +11,7 @@ import argparse
 import time
 
 from _common import RESOURCE, agent, describe, percentile, workdir, write_devices
+
 from krakenplug.testing.kubelet import KubeletSimulator
 
 TARGET_SECONDS = 2.0
@@ -31,8 +32,8 @@ def main() -> int:
                 registrations = len(kubelet.registrations)
                 start = time.perf_counter()
                 kubelet.restart()
-                kubelet.wait_for(lambda r: len(kubelet.registrations) > registrations and r[RESOURCE].connected
-                                 and r[RESOURCE].allocatable == 8, timeout=30)
+                kubelet.wait_for(lambda r, before=registrations: len(kubelet.registrations) > before
+                                 and r[RESOURCE].connected and r[RESOURCE].allocatable == 8, timeout=30)
                 samples.append(time.perf_counter() - start)
                 time.sleep(0.2)
     p99 = percentile(samples, 0.99)

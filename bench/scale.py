@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 import grpc
-
 from _common import RESOURCE, agent, describe, percentile, timed, workdir, write_devices
+
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.testing.kubelet import KubeletSimulator
@@ -45,8 +45,9 @@ def _measure(*, devices: int, replicas: int, calls: int) -> dict[str, list[float
             ids = sorted(state.devices)
             with grpc.insecure_channel(f"unix://{directory / state.endpoint}") as channel:
                 stub = dp_grpc.DevicePluginStub(channel)
+                snapshots = [_first_snapshot(stub, len(ids)) for _ in range(max(calls // 5, 50))]
                 return {
-                    "ListAndWatch first snapshot": [_first_snapshot(stub, len(ids)) for _ in range(max(calls // 5, 50))],
+                    "ListAndWatch first snapshot": snapshots,
                     "Allocate": _allocations(stub, ids, calls),
                     "GetPreferredAllocation": _preferences(stub, ids, max(calls // 3, 50)),
                 }

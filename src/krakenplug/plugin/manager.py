@@ -53,7 +53,7 @@ class Manager:
         """Re-reads the devices and brings servers and snapshots in line with them."""
         try:
             devices = list(self._backend.devices())
-        except Exception as err:  # keep serving the last snapshot whatever the backend's failure
+        except Exception as err:  # noqa: BLE001 - keep serving the last snapshot whatever the backend's failure
             self._report("devices", logging.WARNING, "reading devices from backend %s failed, keeping the last "
                          "snapshot: %s", getattr(self._backend, "name", "?"), err)
             return

@@ -72,7 +72,7 @@ def from_backend(backend: Any, inventory: inventory_mod.Inventory, available: Se
     by_device = {slot.device.id: slot for slot in available}
     try:
         picked = backend.preferred_allocation([s.device for s in available], [s.device for s in must_include], size)
-    except Exception as err:  # a backend's hint is optional: any failure falls back to the generic policy
+    except Exception as err:  # noqa: BLE001 - a backend's hint is optional: any failure falls back to the generic policy
         logger.warning("backend preferred allocation for %s failed, using the generic policy: %s",
                        inventory.resource, err)
         return None
@@ -112,7 +112,8 @@ def _in_preference_order(candidates: Sequence[replicas.Slot], must_include: Sequ
     yield from _spread_over_devices(unhealthy, per_device)
 
 
-def _spread_over_devices(slots: Sequence[replicas.Slot], per_device: collections.Counter[str]) -> Iterator[replicas.Slot]:
+def _spread_over_devices(slots: Sequence[replicas.Slot],
+                         per_device: collections.Counter[str]) -> Iterator[replicas.Slot]:
     """Round-robin over physical devices: fewest already chosen first, then the least loaded device."""
     by_device: dict[str, list[replicas.Slot]] = {}
     for slot in slots:

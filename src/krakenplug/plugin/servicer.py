@@ -45,10 +45,12 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
     def resource(self) -> str:
         return self._feed.inventory.resource
 
-    def GetDevicePluginOptions(self, request: dp_pb2.Empty, context: grpc.ServicerContext) -> dp_pb2.DevicePluginOptions:
+    def GetDevicePluginOptions(self, request: dp_pb2.Empty,
+                               context: grpc.ServicerContext) -> dp_pb2.DevicePluginOptions:
         return OPTIONS
 
-    def ListAndWatch(self, request: dp_pb2.Empty, context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
+    def ListAndWatch(self, request: dp_pb2.Empty,
+                     context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
         context.add_callback(self._feed.wake)
         version, inventory = self._feed.current()
         if logger.isEnabledFor(logging.INFO):  # the summary walks every device: only build it when shown

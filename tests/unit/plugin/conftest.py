@@ -211,7 +211,7 @@ def start_plugin(short_tmp: Path, clean_env: None) -> Iterator[Callable[..., Plu
         def _target() -> None:
             try:
                 plugin.run(config, backend, stop)
-            except BaseException as err:  # handed to the test, which asserts on it
+            except BaseException as err:  # noqa: BLE001 - handed to the test, which asserts on it
                 error.append(err)
 
         thread = threading.Thread(target=_target, name="plugin-under-test", daemon=True)

@@ -174,7 +174,7 @@ def test_recreated_kubelet_socket_alone_triggers_reregistration(kubelet, devices
 def test_too_many_restarts_raise_out_of_run(kubelet, devices_file, start_plugin):
     run = start_plugin(fake_backend(devices_file), restart_limit=2, restart_window_seconds=600)
     for expected in (1, 2, 3):
-        kubelet.wait_for(lambda: len(kubelet.registrations) == expected and kubelet.devices(RESOURCE))
+        kubelet.wait_for(lambda n=expected: len(kubelet.registrations) == n and kubelet.devices(RESOURCE))
         (kubelet.directory / SOCKET).unlink()
     run.thread.join(timeout=15)
     assert not run.thread.is_alive()

@@ -83,7 +83,7 @@ def test_allocate_answers_every_request_correctly(stub, containers):
         return
     assert _allocate_is_valid(containers)
     assert len(response.container_responses) == len(containers)
-    for ids, answer in zip(containers, response.container_responses):
+    for ids, answer in zip(containers, response.container_responses, strict=True):
         physical = list(dict.fromkeys(device_id.split("::")[0] for device_id in ids))
         assert answer.envs["KRAKENPLUG_VISIBLE_DEVICES"] == ",".join(physical)
         assert len(answer.devices) == len(physical)

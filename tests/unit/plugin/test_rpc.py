@@ -106,7 +106,8 @@ def test_shared_requests_above_one_are_refused_when_configured(serve, devices_fi
 
 
 def test_backend_allocation_limit_counts_physical_devices(serve, devices_file):
-    stub = serve(fake_backend(devices_file), replicas=2, limits=allocation.Limits(replicas=2, max_devices_per_container=1))
+    limits = allocation.Limits(replicas=2, max_devices_per_container=1)
+    stub = serve(fake_backend(devices_file), replicas=2, limits=limits)
     assert len(_allocate(stub, ["fake-0::0", "fake-0::1"]).container_responses) == 1
     with pytest.raises(grpc.RpcError) as raised:
         _allocate(stub, ["fake-0::0", "fake-1::0"])
