@@ -132,10 +132,15 @@ def test_real_vendors_mount_kubelet_dirs_dev_and_sysfs_read_only_where_possible(
     ("streamcomputing", ["/usr/local/hpe"]),
 ])
 def test_vendor_library_dirs_are_mounted_read_only_at_the_same_path(render, vendor, host_dirs) -> None:
-    mounts = _mounts(by_vendor(render(), "DaemonSet")[vendor])
+    daemonset = by_vendor(render(), "DaemonSet")[vendor]
+    mounts = _mounts(daemonset)
     for directory in host_dirs:
         assert mounts[directory]["hostPath"] == directory
         assert mounts[directory]["readOnly"] is True
+    # The vendor library's own dependencies are found in the mounted driver directories.
+    env = {item["name"]: item.get("value") for item in container(daemonset)["env"]}
+    for directory in env["LD_LIBRARY_PATH"].split(":"):
+        assert any(directory == root or directory.startswith(root + "/") for root in host_dirs), directory
 
 
 def test_nvidia_driver_root_is_mounted_read_only_and_rendered_as_driver_root(render) -> None:
