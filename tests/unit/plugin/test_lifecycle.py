@@ -7,6 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+import pytest
+
 from krakenplug import errors
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.backends import fake
@@ -212,6 +215,37 @@ def test_two_list_and_watch_streams_get_the_same_updates(kubelet, devices_file, 
         kubelet.wait_for(lambda: len(kubelet.devices(RESOURCE)) == 5)
     finally:
         second.cancel()
+
+
+def test_the_backend_allocation_limit_is_enforced_by_the_running_plugin(kubelet, devices_file, start_plugin):
+    start_plugin(_OnePerContainer(fake_backend(devices_file)))
+    kubelet.wait_for(lambda: kubelet.devices(RESOURCE))
+    plugin = kubelet.plugin(RESOURCE)
+    request = dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(devices_ids=["fake-0"])])
+    assert len(plugin.Allocate(request).container_responses) == 1
+    request.container_requests[0].devices_ids.append("fake-1")
+    with pytest.raises(grpc.RpcError) as raised:
+        plugin.Allocate(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 1" in raised.value.details()
+
+
+class _OnePerContainer:
+    """The fake backend plus the SupportsAllocationLimit capability (like StreamComputing's one NPU)."""
+
+    name = "one-per-container"
+
+    def __init__(self, inner: fake.FakeBackend) -> None:
+        self._inner = inner
+
+    def devices(self):
+        return self._inner.devices()
+
+    def allocate(self, devices):
+        return self._inner.allocate(devices)
+
+    def max_devices_per_container(self) -> int | None:
+        return 1
 
 
 class _NoEvents:
