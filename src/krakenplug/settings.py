@@ -85,6 +85,9 @@ class DiscoverySettings(_Section):
     features_file: Path | None = Field(
         None, description="Also write the labels to this node-feature-discovery features.d file.",
     )
+    patch_node: bool = Field(
+        True, description="Write labels to the Node through the API server; false leaves that to NFD (features_file).",
+    )
     device_poll_seconds: float = Field(
         5.0, gt=0, description="How often devices are re-read locally; the API server is asked only on a change.",
     )

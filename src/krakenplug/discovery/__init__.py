@@ -20,6 +20,7 @@ __all__ = ["labels_for", "run"]
 
 def run(settings: Settings, backend: base.Backend, stop: threading.Event) -> None:
     """Keeps the node's labels in line with ``backend``'s devices until ``stop`` is set."""
-    from krakenplug.discovery import daemon  # the kubernetes client loads only when discovery runs
+    # Imported here so the kubernetes client is loaded only when discovery actually runs.
+    from krakenplug.discovery import daemon
 
     daemon.Labeller(settings, backend).run(stop)

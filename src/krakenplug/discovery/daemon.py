@@ -118,6 +118,8 @@ class Labeller:
 
     def _node_client(self) -> kube.NodeClient | None:
         """The API client, connecting (again) at most once per interval; None without a cluster."""
+        if not self._config.patch_node:
+            return None
         if self._nodes is None and time.monotonic() >= self._next_connect:
             self._next_connect = time.monotonic() + self._config.interval_seconds
             try:
@@ -136,7 +138,7 @@ class Labeller:
         """This vendor's labels from a fresh device snapshot; None when the snapshot failed."""
         try:
             devices = list(self._backend.devices())
-        except Exception as err:  # backend code: a failed read must neither kill discovery nor clear labels
+        except Exception as err:  # noqa: BLE001 - backend code: a failed read must neither stop discovery nor clear labels
             self._report_once("devices", logging.ERROR, "reading devices of %s failed (%s); keeping the last labels",
                               self._namespace, err)
             return None
@@ -148,7 +150,7 @@ class Labeller:
             return None
         try:
             version = self._backend.driver_version()
-        except Exception as err:  # an optional vendor query; labelling goes on without it
+        except Exception as err:  # noqa: BLE001 - an optional vendor query; labelling goes on without it
             self._report_once("driver", logging.WARNING, "reading the driver version of %s failed: %s",
                               self._namespace, err)
             return None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 _NODE_PATH = re.compile(r"^/api/v1/nodes/([^/?]+)(\?.*)?$")
 _MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
@@ -86,11 +86,12 @@ class FakeApiServer:
         self.requests: list[Request] = []
         self.before_patch: Callable[[str], None] | None = None
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-apiserver", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-apiserver",
+                                        daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def __enter__(self) -> FakeApiServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -55,7 +55,8 @@ def make_backend(path: Path, *, name: str = "fake") -> fake.FakeBackend:
     return backend
 
 
-def make_settings(*, kubeconfig: Path | None, features_file: Path | None = None, **discovery_fields: Any) -> settings.Settings:
+def make_settings(*, kubeconfig: Path | None, features_file: Path | None = None,
+                  **discovery_fields: Any) -> settings.Settings:
     fields = {
         "enabled": True, "interval_seconds": 0.3, "device_poll_seconds": 0.03, "kubeconfig": kubeconfig,
         "features_file": features_file, "retry_initial_seconds": 0.05, "retry_max_seconds": 0.2,
@@ -93,7 +94,7 @@ def run_discovery() -> Iterator[Callable[..., threading.Event]]:
             def target() -> None:
                 try:
                     discovery.run(config, backend, stop)
-                except BaseException as err:  # reported by the teardown below
+                except BaseException as err:  # noqa: BLE001 - reported by the teardown below
                     failures.append(err)
 
             thread = threading.Thread(target=target, name=f"discovery-{backend.name}")

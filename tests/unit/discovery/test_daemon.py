@@ -52,7 +52,8 @@ def test_steady_state_reads_each_interval_and_never_writes(api, kubeconfig, tmp_
     assert [r.method for r in api.recorded()] == ["GET", "PATCH"] + ["GET"] * (len(api.recorded()) - 2)
 
 
-def test_device_changes_update_labels_and_vanished_devices_remove_them(api, kubeconfig, tmp_path, run_discovery) -> None:
+def test_device_changes_update_labels_and_vanished_devices_remove_them(api, kubeconfig, tmp_path,
+                                                                       run_discovery) -> None:
     api.add_node(NODE, FOREIGN)
     devices = write_devices(tmp_path / "devices.yaml", FOUR_SIMS)
     # A long interval: whatever happens next is driven by the device poll, not the slow re-read.
@@ -239,3 +240,30 @@ def _assert_stable(api: FakeApiServer) -> None:
     gets = len(api.recorded("GET"))
     wait_until(lambda: gets_after(api, gets + 8), what="several intervals of both processes")
     assert len(api.recorded("PATCH")) == patches, [r.body for r in api.recorded("PATCH")[patches:]]
+
+
+def test_feature_files_of_two_vendors_agree_without_touching_the_api(api, kubeconfig, tmp_path,
+                                                                     run_discovery) -> None:
+    directory = tmp_path / "features.d"
+    fake_devices = write_devices(tmp_path / "fake.yaml", [("f0", "Sim-A", 1000)])
+    acme_devices = write_devices(tmp_path / "acme.yaml", [("a0", "Acme X1", 2000), ("a1", "Acme X1", 2000)])
+    for name, devices in (("fake", fake_devices), ("acme", acme_devices)):
+        config = make_settings(kubeconfig=kubeconfig, patch_node=False, interval_seconds=0.1,
+                               features_file=directory / f"krakenplug-{name}")
+        run_discovery(config, make_backend(devices, name=name))
+    files = {name: directory / f"krakenplug-{name}" for name in ("fake", "acme")}
+
+    def node_wide(name: str) -> dict[str, str]:
+        if not files[name].exists():
+            return {}
+        return {k: v for k, v in output.parse(files[name].read_text()).items() if k.startswith(f"{D}/device.")}
+
+    expected = {f"{D}/device.vendor": "acme", f"{D}/device.count": "2", f"{D}/device.model": "Acme-X1",
+                f"{D}/device.memory": "2000", f"{D}/device.driver-version": "fake-1.0"}
+    wait_until(lambda: node_wide("fake") == node_wide("acme") == expected, what="both files agreeing")
+    assert output.parse(files["fake"].read_text())[f"{D}/fake.count"] == "1"
+    assert not any(k.startswith(f"{D}/acme.") for k in output.parse(files["fake"].read_text()))
+    stamps = {name: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for name, path in files.items()}
+    time.sleep(0.5)  # five intervals of both processes: nothing left to change
+    assert {name: (os.stat(path).st_ino, os.stat(path).st_mtime_ns) for name, path in files.items()} == stamps
+    assert api.recorded() == []

@@ -38,7 +38,8 @@ LABEL_CASES = [
     pytest.param(
         [device(0, "NVIDIA A100 80GB PCIe")], None,
         {f"{D}/nvidia.count": "1", f"{D}/nvidia.model": "NVIDIA-A100-80GB-PCIe", f"{D}/nvidia.memory": "81920",
-         f"{D}/nvidia.model.NVIDIA-A100-80GB-PCIe.count": "1", **node_wide("nvidia", 1, "NVIDIA-A100-80GB-PCIe", 81920)},
+         f"{D}/nvidia.model.NVIDIA-A100-80GB-PCIe.count": "1",
+         **node_wide("nvidia", 1, "NVIDIA-A100-80GB-PCIe", 81920)},
         id="spaces-in-model-no-driver",
     ),
     pytest.param(
@@ -133,7 +134,8 @@ def test_vendor_namespace_folds_names(vendor: str, namespace: str) -> None:
     assert labels.vendor_namespace(vendor) == namespace
 
 
-@pytest.mark.parametrize("vendor", ["", "中文", "device", "Device"], ids=["empty", "nothing-left", "reserved", "reserved-case"])
+@pytest.mark.parametrize("vendor", ["", "中文", "device", "Device"],
+                         ids=["empty", "nothing-left", "reserved", "reserved-case"])
 def test_vendor_namespace_refuses_unusable_names(vendor: str) -> None:
     with pytest.raises(errors.ConfigError, match="cannot name label keys"):
         labels.vendor_namespace(vendor)

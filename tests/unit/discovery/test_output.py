@@ -49,14 +49,11 @@ def test_write_replaces_the_file_atomically_on_change(tmp_path: Path) -> None:
     target = tmp_path / "krakenplug-fake"
     features = output.FeaturesFile(target, vendor="fake")
     features.write(LABELS)
-    reader = open(target)  # a reader holding the old file keeps seeing complete old content
-    try:
+    with open(target) as reader:  # a reader holding the old file keeps seeing complete old content
         old_inode = os.stat(target).st_ino
         assert features.write({**LABELS, f"{D}/fake.count": "5"}) is True
         assert os.stat(target).st_ino != old_inode
         assert output.parse(reader.read()) == LABELS
-    finally:
-        reader.close()
     assert output.parse(target.read_text())[f"{D}/fake.count"] == "5"
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["krakenplug-fake"]
 
