@@ -18,7 +18,7 @@ from prometheus_client.utils import floatToGoString
 from krakenplug.exporter.families import Family
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_MAX_CACHED_VALUES = 4096
+_MAX_CACHED_VALUES = 1024
 
 
 def escape_label_value(value: str) -> str:

@@ -135,6 +135,11 @@ def test_pod_labels_follow_the_kubelet(prometheus, kubelet, start_agent, metrics
     assert [(s["metric"]["device_index"], s["metric"]["pod"]) for s in allocations] == [("0", "b")]
     assert [s["value"][1] for s in prometheus.query("krakenplug_collector_up")] == ["1"]
     assert [s["value"][1] for s in prometheus.query("krakenplug_podresources_up")] == ["1"]
+    # the join documented in docs/exporter.md
+    joined = prometheus.query("krakenplug_device_util * on(node_name, vendor, device_index) group_left(model) "
+                              "krakenplug_device_info")
+    assert sorted((s["metric"]["device_index"], s["metric"]["model"]) for s in joined) == \
+        [(str(index), "KrakenSim-80G") for index in range(4)]
 
 
 def test_time_sliced_device_is_not_counted_twice(prometheus, kubelet, start_agent, metrics_port):
@@ -150,3 +155,7 @@ def test_time_sliced_device_is_not_counted_twice(prometheus, kubelet, start_agen
     assert _pods(result) == {"0": "", "1": "", "2": "", "3": ""}  # shared: the device series names no pod
     total = prometheus.query("sum(krakenplug_device_util)")
     assert float(total[0]["value"][1]) == 37.5 + 0.0 + 91.0 + 5.0
+    # every pod on a busy device, one series per container (docs/exporter.md)
+    busy = prometheus.query("krakenplug_device_allocation_info * on(node_name, vendor, device_index) group_left "
+                            "krakenplug_device_util > 0")
+    assert sorted((s["metric"]["pod"], float(s["value"][1])) for s in busy) == [("left", 91.0), ("right", 91.0)]
