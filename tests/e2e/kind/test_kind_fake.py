@@ -51,7 +51,7 @@ def _missing_tools() -> list[str]:
     if _helm_binary() is None:
         missing.append("helm (run ci/get-helm.sh)")
     if "docker" not in missing:
-        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60, check=False)
         if probe.returncode != 0:
             missing.append("a running Docker engine (`docker info` failed)")
     return missing
@@ -69,7 +69,7 @@ class Cluster:
 
     def run(self, *cmd: str, timeout: float = 300, check: bool = True, stdin: str | None = None) -> str:
         result = subprocess.run(list(cmd), capture_output=True, text=True, env=self.env(), timeout=timeout,
-                                input=stdin)
+                                input=stdin, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -132,7 +132,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield result
     finally:
         if not reuse and os.environ.get("KRAKENPLUG_E2E_KEEP") != "1":
-            subprocess.run(["kind", "delete", "cluster", "--name", name], timeout=300)
+            subprocess.run(["kind", "delete", "cluster", "--name", name], timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,8 @@ def _agent_pod(cluster: Cluster) -> str:
 
 def _metrics(cluster: Cluster) -> str:
     # Through the API server's pod proxy: no port-forward process to manage.
-    return cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/{_agent_pod(cluster)}:9478/proxy/metrics")
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods/{_agent_pod(cluster)}:9478/proxy/metrics"
+    return cluster.kubectl("get", "--raw", path)
 
 
 def test_metrics_report_the_devices_and_the_pod_that_holds_one(installed: Cluster, workload: str) -> None:

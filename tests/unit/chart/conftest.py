@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from chartlib import CHART, REPO_ROOT, RELEASE, NAMESPACE
+from chartlib import CHART, NAMESPACE, RELEASE, REPO_ROOT
 
 
 def _missing(what: str) -> None:
@@ -53,7 +52,8 @@ class Helm:
         self.env = env
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120)
+        result = subprocess.run([self.binary, *args], capture_output=True, text=True, env=self.env, timeout=120,
+                                check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result

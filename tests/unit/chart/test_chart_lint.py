@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from chartlib import CHART, VALUES_DIR
 
 EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))

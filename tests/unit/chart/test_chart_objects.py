@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import yaml
-
 from chartlib import CHART, NAMESPACE, RELEASE, by_vendor, container, of_kind, only
 
 MONITORING = ["--api-versions", "monitoring.coreos.com/v1"]

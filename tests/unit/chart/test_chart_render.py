@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from chartlib import ALL_VENDORS, REAL_VENDORS, RELEASE, by_vendor, config_of, container, of_kind, only
 
 VENDOR_LABEL = "krakenplug.pcl.ac.cn/device.vendor"
@@ -148,7 +147,8 @@ def test_nvidia_driver_root_is_mounted_read_only_and_rendered_as_driver_root(ren
     mounts = _mounts(by_vendor(objects, "DaemonSet")["nvidia"])
     assert mounts["/host/driver-root"]["hostPath"] == "/run/nvidia/driver"
     assert mounts["/host/driver-root"]["readOnly"] is True
-    assert config_of(by_vendor(objects, "ConfigMap")["nvidia"])["backends"]["nvidia"]["driver_root"] == "/host/driver-root"
+    options = config_of(by_vendor(objects, "ConfigMap")["nvidia"])["backends"]["nvidia"]
+    assert options["driver_root"] == "/host/driver-root"
 
 
 def test_fake_vendor_has_no_host_device_or_sysfs_mounts(render) -> None:
@@ -221,7 +221,6 @@ def test_update_strategy_and_resources_are_configurable(render) -> None:
 
 def test_long_release_names_keep_the_vendor_suffix_within_63_characters(helm, tmp_path) -> None:
     import yaml
-
     from chartlib import CHART
 
     release = "r" * 53

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from chartlib import CHART, REPO_ROOT
 
 SCRIPT = REPO_ROOT / "ci" / "package-chart.sh"
@@ -22,7 +21,7 @@ SCRIPT = REPO_ROOT / "ci" / "package-chart.sh"
 def _package(helm, out: Path, url: str, *extra: str) -> dict:
     env = {**helm.env, "HELM": helm.binary}
     result = subprocess.run(["bash", str(SCRIPT), "--out", str(out), "--url", url, *extra], capture_output=True,
-                            text=True, env=env, timeout=120)
+                            text=True, env=env, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load((out / "index.yaml").read_text())
 
@@ -45,7 +44,7 @@ def served_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -96,6 +95,7 @@ def test_merge_keeps_earlier_releases_in_the_index(helm, tmp_path) -> None:
 
 
 def test_package_script_refuses_missing_arguments(tmp_path) -> None:
-    result = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=30,
+                            check=False)
     assert result.returncode == 2
     assert "--url" in result.stderr

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from chartlib import ALL_VENDORS, VALUES_DIR, by_vendor, only
+
 from krakenplug import backends, errors, settings
 
 EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))
@@ -24,6 +24,11 @@ def _load(configmap: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> s
 def _create(loaded: settings.Settings):
     """backends.create validates backends.<vendor> with the vendor's own options model (extra=forbid)."""
     return backends.create(loaded)
+
+
+def _validated_options(loaded: settings.Settings, vendor: str):
+    """The vendor's options as its backend sees them (pydantic-coerced)."""
+    return backends.load_class(vendor).Options.model_validate(loaded.backend_options(vendor))
 
 
 @pytest.mark.parametrize("vendor", ALL_VENDORS)
@@ -116,7 +121,8 @@ def test_vendor_options_are_rendered_in_snake_case_and_validated_by_the_backend(
                                                                                clean_env) -> None:
     values = only(["nvidia", "ascend", "streamcomputing", "kunlun"],
                   nvidia={"ignoredXids": [13], "fatalXids": [48, 79], "healthChecks": False,
-                          "callTimeoutSeconds": 2, "healthPollIntervalSeconds": 7, "libraryPath": "/opt/libnvidia-ml.so.1"},
+                          "callTimeoutSeconds": 2, "healthPollIntervalSeconds": 7,
+                          "libraryPath": "/opt/libnvidia-ml.so.1"},
                   ascend={"driverMounts": ["/usr/local/Ascend/driver"]},
                   streamcomputing={"mountHpeRuntime": False, "maxDevicesPerContainer": 2,
                                    "smiPath": "/opt/hpe/bin/stc-smi", "hpeRoot": "/opt/hpe"},
@@ -138,7 +144,7 @@ def test_vendor_options_are_rendered_in_snake_case_and_validated_by_the_backend(
         loaded = _load(configmaps[vendor], directory, monkeypatch)
         assert loaded.backends[vendor] == options
         _create(loaded)
-        validated = backends.load_class(vendor).Options.model_validate(loaded.backend_options(vendor))
+        validated = _validated_options(loaded, vendor)
         for key, value in options.items():
             assert getattr(validated, key) == value or str(getattr(validated, key)) == value, key
 
@@ -147,7 +153,7 @@ def test_kunlun_without_sriov_ignores_the_vf_label(render, tmp_path, monkeypatch
     loaded = _load(by_vendor(render(values=only(["kunlun"])), "ConfigMap")["kunlun"], tmp_path, monkeypatch)
     assert loaded.backends["kunlun"] == {"sriov_node_label": None, "sysfs_root": "/host/sys"}
     _create(loaded)
-    assert backends.load_class("kunlun").Options.model_validate(loaded.backend_options("kunlun")).sriov_node_label is None
+    assert _validated_options(loaded, "kunlun").sriov_node_label is None
 
 
 def test_extra_options_are_passed_verbatim_and_unknown_ones_are_refused_by_the_agent(render, tmp_path, monkeypatch,
@@ -155,7 +161,7 @@ def test_extra_options_are_passed_verbatim_and_unknown_ones_are_refused_by_the_a
     good = _load(by_vendor(render(values=only(["fake"], fake={"extraOptions": {"watch_interval_seconds": 0.5}})),
                            "ConfigMap")["fake"], tmp_path, monkeypatch)
     _create(good)
-    assert backends.load_class("fake").Options.model_validate(good.backend_options("fake")).watch_interval_seconds == 0.5
+    assert _validated_options(good, "fake").watch_interval_seconds == 0.5
     bad = _load(by_vendor(render(values=only(["fake"], fake={"extraOptions": {"no_such_option": 1}})),
                           "ConfigMap")["fake"], tmp_path, monkeypatch)
     with pytest.raises(errors.ConfigError, match="backends.fake.no_such_option"):
