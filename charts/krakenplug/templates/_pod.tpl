@@ -44,8 +44,12 @@ type}. Volumes and volume mounts are both rendered from this one list so they ca
 {{- $mounts = append $mounts (dict "name" "pod-resources" "hostPath" $exporter.podResourcesDir "mountPath" $exporter.podResourcesDir "readOnly" true "type" "Directory") }}
 {{- end }}
 {{- if ne .vendor "fake" }}
-{{- /* Device nodes appear and disappear at run time (driver reloads, SR-IOV VFs); the host's /dev shows them. */}}
-{{- $mounts = append $mounts (dict "name" "dev" "hostPath" "/dev" "mountPath" "/dev" "readOnly" true "type" "Directory") }}
+{{- /*
+Device nodes appear and disappear at run time (driver reloads, SR-IOV VFs); the host's /dev shows them.
+Read-write like the vendors' own plugins: the runtime creates mount points under /dev (/dev/shm ...),
+which fails on a read-only /dev; the container is privileged anyway.
+*/}}
+{{- $mounts = append $mounts (dict "name" "dev" "hostPath" "/dev" "mountPath" "/dev" "readOnly" false "type" "Directory") }}
 {{- $mounts = append $mounts (dict "name" "sys" "hostPath" "/sys" "mountPath" (include "krakenplug.hostSysDir" .) "readOnly" (not $sriov) "type" "Directory") }}
 {{- end }}
 {{- if eq .vendor "nvidia" }}

@@ -112,14 +112,15 @@ def test_every_agent_runs_the_backend_with_the_mounted_config_and_node_name(rend
         assert ds["spec"]["template"]["spec"]["serviceAccountName"] == f"{RELEASE}-krakenplug"
 
 
-def test_real_vendors_mount_kubelet_dirs_dev_and_sysfs_read_only_where_possible(render) -> None:
+def test_real_vendors_mount_kubelet_dirs_host_dev_and_read_only_sysfs(render) -> None:
     for vendor, ds in by_vendor(render(), "DaemonSet").items():
         mounts = _mounts(ds)
         assert mounts["/var/lib/kubelet/device-plugins"] == {
             **mounts["/var/lib/kubelet/device-plugins"], "readOnly": False,
             "hostPath": "/var/lib/kubelet/device-plugins"}
         assert mounts["/var/lib/kubelet/pod-resources"]["readOnly"] is True
-        assert mounts["/dev"]["hostPath"] == "/dev" and mounts["/dev"]["readOnly"] is True
+        assert mounts["/dev"]["hostPath"] == "/dev"
+        assert container(ds)["terminationMessagePath"] == "/tmp/termination-log"
         assert mounts["/host/sys"]["hostPath"] == "/sys" and mounts["/host/sys"]["readOnly"] is True
         assert config_of(by_vendor(render(), "ConfigMap")[vendor])["backends"][vendor]["sysfs_root"] == "/host/sys"
 
