@@ -5,6 +5,10 @@ the other krakenplug processes on the node, the node-wide ``krakenplug.pcl.ac.cn
 Everything else on the node (other vendors' keys, other projects' labels) is read, never written.
 Node-wide keys are recomputed from the per-vendor keys each time, so whichever process writes last
 (on a fresh read of the node) leaves them right, and the others then find nothing to change.
+
+``device.vendor`` is also what the chart's DaemonSets select on (an admin may set it by hand before any
+agent ran). It is set and corrected but never removed: removing it on a node whose driver is not loaded
+yet would evict the very agent that is waiting for the devices to appear.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import dataclasses
 from collections.abc import Mapping
 
 from krakenplug.discovery import labels
+
+
+SCHEDULING_KEY = labels.key(labels.NODE_WIDE, "vendor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +45,6 @@ def plan(namespace: str, own: Mapping[str, str], current: Mapping[str, str]) -> 
     desired = {**own, **labels.node_wide_labels({**others, **own})}
     changes: dict[str, str | None] = {name: value for name, value in desired.items() if current.get(name) != value}
     for name in current:
-        if owns(namespace, name) and name not in desired:
+        if owns(namespace, name) and name not in desired and name != SCHEDULING_KEY:
             changes[name] = None
     return Plan(desired=desired, changes=changes)

@@ -60,9 +60,15 @@ def test_plan_removes_owned_labels_that_no_longer_apply_and_keeps_foreign_ones()
     assert {k: v for k, v in after.items() if k in FOREIGN} == FOREIGN
 
 
-def test_no_devices_removes_every_owned_label() -> None:
+def test_no_devices_removes_every_owned_label_but_the_scheduling_label() -> None:
     node = apply(FOREIGN, ownership.plan("nvidia", own_labels("nvidia", 2), FOREIGN))
-    assert apply(node, ownership.plan("nvidia", {}, node)) == FOREIGN
+    # device.vendor selects the agent's DaemonSet: removing it would evict the agent waiting for its driver.
+    assert apply(node, ownership.plan("nvidia", {}, node)) == {**FOREIGN, f"{D}/device.vendor": "nvidia"}
+
+
+def test_a_hand_set_scheduling_label_survives_a_node_without_devices() -> None:
+    node = {**FOREIGN, f"{D}/device.vendor": "ascend"}
+    assert ownership.plan("ascend", {}, node).changes == {}
 
 
 def test_other_vendors_labels_are_never_changed() -> None:
