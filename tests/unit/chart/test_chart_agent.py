@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from chartlib import VALUES_DIR, by_vendor, container
+
 from krakenplug.testing import KubeletSimulator
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
