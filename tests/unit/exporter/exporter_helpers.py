@@ -7,6 +7,7 @@ The PodResources server is a real gRPC server on a unix socket implementing the 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
@@ -71,11 +72,14 @@ class FakeKubelet(pr_grpc.PodResourcesListerServicer):
         self.socket_path = socket_path
         self.answer = response()
         self.error: tuple[grpc.StatusCode, str] | None = None
+        self.delay_seconds = 0.0
         self.calls = 0
         self._server: grpc.Server | None = None
 
     def List(self, request: Any, context: grpc.ServicerContext) -> pr_pb2.ListPodResourcesResponse:
         self.calls += 1
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
         if self.error is not None:
             context.abort(*self.error)
         return self.answer

@@ -75,6 +75,14 @@ def test_other_errors_retry_at_the_normal_period(fake_kubelet, watcher_for):
     assert "INTERNAL: boom" in watcher.current().error
 
 
+def test_a_slow_kubelet_hits_the_deadline(fake_kubelet, watcher_for):
+    fake_kubelet.delay_seconds = 1.0
+    watcher = watcher_for(fake_kubelet.socket_path, call_timeout_seconds=0.1)
+    assert watcher.refresh_once() == 5.0
+    current = watcher.current()
+    assert not current.up and "DEADLINE_EXCEEDED" in current.error and current.allocations == ()
+
+
 def test_the_last_map_is_kept_briefly_after_a_failure(fake_kubelet, watcher_for):
     fake_kubelet.answer = response(pod("p", "ns", container("c", (RESOURCE, ["fake-0"], []))))
     clock = Clock()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -141,6 +143,28 @@ def test_stop_does_not_wait_for_idle_connections(free_port, tmp_path, short_tmp,
         idle.close()
 
 
+def test_scrapes_start_no_threads(running, monkeypatch):
+    port, _ = running()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    started: list[str] = []
+    original_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        original_start(thread)
+
+    try:
+        connection.request("GET", "/metrics")  # the connection's own thread starts here
+        connection.getresponse().read()
+        monkeypatch.setattr(threading.Thread, "start", counting_start)
+        for _ in range(20):
+            connection.request("GET", "/metrics")
+            assert connection.getresponse().read()
+    finally:
+        connection.close()
+    assert started == []
+
+
 def test_gzip_when_asked(running):
     port, _ = running()
     status, headers, body = get(port, "/metrics", {"Accept-Encoding": "gzip"})
@@ -161,6 +185,17 @@ def test_run_releases_the_port(free_port, tmp_path, short_tmp, clean_env):
         stop.set()
         thread.join(timeout=10)
         assert not thread.is_alive()
+
+
+def test_krakenplug_run_exits_naming_a_taken_address(free_port, clean_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--no-plugin", "--no-discovery",
+             "--metrics-address", f"127.0.0.1:{free_port}"], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert f"exporter.address 127.0.0.1:{free_port}: cannot listen: address already in use" in result.stderr
 
 
 def test_address_in_use_is_named(free_port):
