@@ -6,8 +6,9 @@ Each define takes (dict "root" $ "vendor" $vendor "cfg" $cfg).
 
 {{/*
 The default node affinity: one nodeSelectorTerm per label in vendors.<vendor>.nodeLabels (value
-"true") plus one for vendorLabel=<vendor>. Terms are ORed, so a node with any NFD PCI label variant
-of the vendor, or the hand-set vendor label, is selected.
+"true") plus one for vendorLabel=<vendor> and one for discovery's per-vendor count label. Terms are
+ORed, so a node with any NFD PCI label variant of the vendor, the hand-set vendor label, or devices of
+this vendor found by discovery is selected.
 */}}
 {{- define "krakenplug.defaultAffinity" -}}
 nodeAffinity:
@@ -23,6 +24,11 @@ nodeAffinity:
           - key: {{ .root.Values.vendorLabel }}
             operator: In
             values: [{{ .vendor | quote }}]
+      {{- /* Written by discovery for each vendor with devices: keeps every agent on a multi-vendor node
+             although vendorLabel can name only the leading vendor. */}}
+      - matchExpressions:
+          - key: {{ printf "krakenplug.pcl.ac.cn/%s.count" .vendor }}
+            operator: Exists
 {{- end }}
 
 {{/*

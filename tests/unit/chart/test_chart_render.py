@@ -65,6 +65,7 @@ def test_nvidia_is_selected_by_any_nfd_pci_label_variant_or_the_vendor_label(ren
         [{"key": "feature.node.kubernetes.io/pci-0302_10de.present", "operator": "In", "values": ["true"]}],
         [{"key": "feature.node.kubernetes.io/pci-10de.present", "operator": "In", "values": ["true"]}],
         [{"key": VENDOR_LABEL, "operator": "In", "values": ["nvidia"]}],
+        [{"key": "krakenplug.pcl.ac.cn/nvidia.count", "operator": "Exists"}],
     ]
 
 
@@ -77,12 +78,14 @@ def test_each_vendor_is_selected_by_its_pci_vendor_id(render, vendor, pci_vendor
     assert nfd and all(key.endswith(f"{pci_vendor}.present") for key in nfd)
     assert f"feature.node.kubernetes.io/pci-1200_{pci_vendor}.present" in nfd
     assert f"feature.node.kubernetes.io/pci-{pci_vendor}.present" in nfd
-    assert terms[-1] == [{"key": VENDOR_LABEL, "operator": "In", "values": [vendor]}]
+    assert terms[-2:] == [[{"key": VENDOR_LABEL, "operator": "In", "values": [vendor]}],
+                          [{"key": f"krakenplug.pcl.ac.cn/{vendor}.count", "operator": "Exists"}]]
 
 
-def test_fake_is_selected_only_by_the_vendor_label(render) -> None:
+def test_fake_is_selected_only_by_our_own_labels(render) -> None:
     terms = _terms(by_vendor(render(values=only(["fake"])), "DaemonSet")["fake"])
-    assert terms == [[{"key": VENDOR_LABEL, "operator": "In", "values": ["fake"]}]]
+    assert terms == [[{"key": VENDOR_LABEL, "operator": "In", "values": ["fake"]}],
+                     [{"key": "krakenplug.pcl.ac.cn/fake.count", "operator": "Exists"}]]
 
 
 def test_per_vendor_affinity_node_selector_and_tolerations_override_the_defaults(render) -> None:
