@@ -35,8 +35,8 @@ def xpus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     make_pci_device(node.root / "hostsys", BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     make_pci_device(node.root / "hostsys", BUS1, vendor=0x1D22, device=0x3684, numa_node=1)
     fixture = Fixture(node.root / "xpuml.fixture", {
-        "count": 2, "dev.0.serial": "XPU-SN-0", "dev.0.bus_id": BUS0, "dev.0.name": "R200",
-        "dev.1.serial": "XPU-SN-1", "dev.1.bus_id": BUS1, "dev.1.name": "R200"})
+        "count": 2, "dev0.serial": "XPU-SN-0", "dev0.bus_id": BUS0, "dev0.name": "R200",
+        "dev1.serial": "XPU-SN-1", "dev1.bus_id": BUS1, "dev1.name": "R200"})
     monkeypatch.setenv("FAKE_XPUML_FIXTURE", str(fixture.path))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return fixture
@@ -54,10 +54,10 @@ def test_registers_allocates_and_follows_health(kubelet, node, start_agent, libx
     assert container_devices(response) == [(str(hostdev / "xpu1"), "/dev/xpu1"),
                                            (str(hostdev / "xpuctrl"), "/dev/xpuctrl")]
 
-    xpus.update(**{"dev.0.state": 207})
+    xpus.update(**{"dev0.state": 207})
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=1, timeout=WAIT)
     assert state.devices["XPU-SN-0"].health == "Unhealthy"
-    xpus.update(**{"dev.0.state": 201})
+    xpus.update(**{"dev0.state": 201})
     kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)
 
 

@@ -36,7 +36,7 @@ def npus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
                                           "stc1", "stc1c0", "stc1c1", "stc1c2", "stc1c3", "stc1ctrl"])
     make_pci_device(node.root / "hostsys", BUS0, vendor=0x23E2, device=0x0100, numa_node=0)
     make_pci_device(node.root / "hostsys", BUS1, vendor=0x23E2, device=0x0100, numa_node=1)
-    fixture = Fixture(node.root / "stcml.fixture", {"count": 2, "dev.0.bus_id": BUS0, "dev.1.bus_id": BUS1})
+    fixture = Fixture(node.root / "stcml.fixture", {"count": 2, "dev0.bus_id": BUS0, "dev1.bus_id": BUS1})
     monkeypatch.setenv("FAKE_STCML_FIXTURE", str(fixture.path))
     monkeypatch.delenv("FAKE_STC_SMI_OUTPUT", raising=False)  # stc-smi prints nothing: usage metrics absent
     return fixture
@@ -61,8 +61,8 @@ def test_registers_allocates_one_npu_and_follows_health(kubelet, node, start_age
                                            for name in ("stc1", "stc1c0", "stc1c1", "stc1c2", "stc1c3", "stc1ctrl")]
     assert [(m.host_path, m.container_path, m.read_only) for m in container.mounts] == [(str(hpe), str(hpe), True)]
 
-    npus.update(**{"dev.0.board": 1})
+    npus.update(**{"dev0.board": 1})
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=1, timeout=WAIT)
     assert state.devices[BUS0].health == "Unhealthy"
-    npus.update(**{"dev.0.board": 0})
+    npus.update(**{"dev0.board": 0})
     kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)

@@ -1,7 +1,7 @@
 """Test helpers for the NVIDIA, Ascend and Cambricon backends: fixture files and fake host trees.
 
 The fake libraries (fakelibs/fake_{nvml,dcmi,cndev}.c) read a "key=value" fixture on every call (see
-fakelibs/fixture_a.h); ``Fixture`` rewrites it atomically so a call never sees half a file.
+fakelibs/fixture.h); ``Fixture`` rewrites it atomically so a call never sees half a file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Test helpers for the Kunlun and StreamComputing backends and the SR-IOV code.
 
-* ``Fixture``: the "key=value" file the fake XPUML/STCML libraries re-read on every call (fixture_b.h).
+* ``Fixture``: the "key=value" file the fake XPUML/STCML libraries re-read on every call (fixture.h).
 * ``make_pci_device``, ``make_dev_tree``: fake sysfs and /dev trees.
 * ``FakeKernel``: the sysfs writer the SR-IOV code is given in tests. It enforces the kernel's rules for
   ``sriov_numvfs`` on the fake tree (ERANGE above ``sriov_totalvfs``, EBUSY for N -> M without 0, EINVAL
@@ -54,7 +54,7 @@ class Fixture:
         self._flush()
 
     def update(self, **changes: Any) -> None:
-        """``update(**{"dev.1.state": 207})``; a value of None removes the key."""
+        """``update(**{"dev1.state": 207})``; a value of None removes the key."""
         for key, value in changes.items():
             if value is None:
                 self.values.pop(key, None)

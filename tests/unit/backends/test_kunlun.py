@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ def xpuml_library(fakelib_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def minimal_xpuml_library(fakelib_dir: Path) -> Path:
     return compile_fake_library("fake_xpuml.c", "libxpuml.so.1", fakelib_dir / "xpuml-minimal",
-                                defines=["OMIT_XPUML_NAME", "OMIT_XPUML_MINOR", "OMIT_XPUML_POWER"])
+                                defines=["OMIT_xpumlDeviceGetName", "OMIT_xpumlDeviceGetMinorNumber", "OMIT_xpumlDeviceGetPowerUsage"])
 
 
 @pytest.fixture
@@ -39,11 +40,11 @@ def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return Fixture(tmp_path / "xpuml.fixture", {
         "count": 2, "driver_version": "4.0.25.3",
-        "dev.0.serial": "K200SN0001", "dev.0.name": "R200", "dev.0.bus_id": BUS0, "dev.0.minor": 0,
-        "dev.0.memory_total": 16 * GIB, "dev.0.memory_used": 3 * GIB // 2, "dev.0.util": 37, "dev.0.temp": 51,
-        "dev.0.power_mw": 87500,
-        "dev.1.serial": "K200SN0002", "dev.1.name": "R300", "dev.1.bus_id": BUS1, "dev.1.minor": 1,
-        "dev.1.memory_total": 32 * GIB,
+        "dev0.serial": "K200SN0001", "dev0.name": "R200", "dev0.bus_id": BUS0, "dev0.minor": 0,
+        "dev0.memory_total": 16 * GIB, "dev0.memory_used": 3 * GIB // 2, "dev0.util": 37, "dev0.temp": 51,
+        "dev0.power_mw": 87500,
+        "dev1.serial": "K200SN0002", "dev1.name": "R300", "dev1.bus_id": BUS1, "dev1.minor": 1,
+        "dev1.memory_total": 32 * GIB,
     })
 
 
@@ -123,31 +124,31 @@ def test_allocate_gives_the_device_nodes_the_control_node_and_the_indexes(backen
                          ids=["error", "in-reset", "in-exception", "unknown"])
 def test_a_bad_state_makes_the_device_unhealthy_and_it_recovers(backend: KunlunBackend, fixture: Fixture,
                                                                 state: int, reason: str) -> None:
-    fixture.update(**{"dev.1.state": state})
+    fixture.update(**{"dev1.state": state})
     device = by_id(backend)["K200SN0002"]
     assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, reason)
 
-    fixture.update(**{"dev.1.state": 201})
+    fixture.update(**{"dev1.state": 201})
     assert by_id(backend)["K200SN0002"].healthy
 
 
 def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend: KunlunBackend,
                                                                         fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"error.xpumlDeviceGetSerial.1": 15})
+    fixture.update(**{"fail.xpumlDeviceGetSerial.1": 15})
 
     device = by_id(backend)["K200SN0002"]
     assert device.health is base.Health.UNHEALTHY
     assert device.health_reason == "xpumlDeviceGetSerial returned XPU_IS_LOST (15)"
     assert (device.model, device.pci_bus_id) == ("R300", BUS1)
 
-    fixture.update(**{"error.xpumlDeviceGetSerial.1": None})
+    fixture.update(**{"fail.xpumlDeviceGetSerial.1": None})
     assert by_id(backend)["K200SN0002"].healthy
 
 
 def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBackend, fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"error.xpumlDeviceGetCount": 9})
+    fixture.update(**{"fail.xpumlDeviceGetCount": 9})
 
     devices = backend.devices()
     assert [d.id for d in devices] == ["K200SN0001", "K200SN0002"]
@@ -189,7 +190,7 @@ def test_a_hanging_sample_marks_the_device_unhealthy_until_it_answers(backend: K
 
 def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Path, fixture: Fixture,
                                                        host: tuple[Path, Path]) -> None:
-    fixture.update(**{"dev.0.minor": 7, "dev.0.model_id": 3, "dev.1.model_id": 77})
+    fixture.update(**{"dev0.minor": 7, "dev0.model_id": 3, "dev1.model_id": 77})
     backend = make_backend(minimal_xpuml_library, host)
     backend.open()
     try:
@@ -204,7 +205,7 @@ def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Pa
 
 
 def test_an_unsupported_metric_is_none(backend: KunlunBackend, fixture: Fixture) -> None:
-    fixture.update(**{"error.xpumlDeviceGetUtilizationRates": 3})
+    fixture.update(**{"fail.xpumlDeviceGetUtilizationRates": 3})
     sample = backend.sample(backend.devices()[0])
     assert sample.utilization_percent is None and sample.memory_used_mb == 1536.0
 
@@ -247,9 +248,9 @@ def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fi
     watcher.start()
     try:
         assert changes.acquire(timeout=10)  # once at the start
-        fixture.update(**{"dev.0.state": 207})
+        fixture.update(**{"dev0.state": 207})
         expect_change(changes, lambda: not by_id(backend)["K200SN0001"].healthy)
-        fixture.update(**{"dev.0.state": 201})
+        fixture.update(**{"dev0.state": 201})
         expect_change(changes, lambda: by_id(backend)["K200SN0001"].healthy)
     finally:
         stop.set()
@@ -272,12 +273,12 @@ def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
     """What the kunlun driver does when VFs appear: XPUML lists the PF (as R200-PF) and each VF."""
 
     def on_change(pf: str, vfs: list[str]) -> None:
-        values = {key: value for key, value in fixture.values.items() if not key.startswith("dev.")}
+        values = {key: value for key, value in fixture.values.items() if not re.match(r"dev\d+\.", key)}
         listed = [(BUS0, "R200-PF" if vfs else "R200", "K200SN0001")]
         listed += [(vf, "R200-VF-8G", "K200SN0001") for vf in vfs]
         for index, (bus_id, name, serial) in enumerate(listed):
-            values.update({f"dev.{index}.bus_id": bus_id, f"dev.{index}.name": name, f"dev.{index}.serial": serial,
-                           f"dev.{index}.minor": minors.get(bus_id, index), f"dev.{index}.memory_total": 8 * GIB})
+            values.update({f"dev{index}.bus_id": bus_id, f"dev{index}.name": name, f"dev{index}.serial": serial,
+                           f"dev{index}.minor": minors.get(bus_id, index), f"dev{index}.memory_total": 8 * GIB})
         values["count"] = len(listed)
         fixture.set(values)
 

@@ -123,7 +123,7 @@ def stcml_correct_spelling(fakelib_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def stcml_minimal(fakelib_dir: Path) -> Path:
     return compile_fake_library("fake_stcml.c", "libstcml.so", fakelib_dir / "stcml-minimal",
-                                defines=["OMIT_STCML_BY_BUS_ID", "OMIT_STCML_POWER"])
+                                defines=["OMIT_stcmlDevcieGetHandleByPciBusId", "OMIT_stcmlDeviceGetPower"])
 
 
 @pytest.fixture
@@ -132,8 +132,8 @@ def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     return Fixture(tmp_path / "stcml.fixture", {
         "count": 2, "driver_version": "1.9.3",
         # STCML lists the NPUs in the opposite order of the bus: the bus-ID lookup must be used
-        "dev.0.bus_id": BUS1, "dev.0.index": 1, "dev.0.uuid": "UUID-B", "dev.0.power": 41.25, "dev.0.temp": 35.5,
-        "dev.1.bus_id": BUS0, "dev.1.index": 0, "dev.1.uuid": "UUID-A", "dev.1.power": 30.5, "dev.1.temp": 31.25,
+        "dev0.bus_id": BUS1, "dev0.index": 1, "dev0.uuid": "UUID-B", "dev0.power": 41.25, "dev0.temp": 35.5,
+        "dev1.bus_id": BUS0, "dev1.index": 0, "dev1.uuid": "UUID-A", "dev1.power": 30.5, "dev1.temp": 31.25,
     })
 
 
@@ -231,18 +231,18 @@ def test_the_limit_and_the_mount_are_options(stcml_library: Path, fixture: Fixtu
 
 
 def test_board_status_off_is_unhealthy_and_recovers(backend: StreamComputingBackend, fixture: Fixture) -> None:
-    fixture.update(**{"dev.0.board": 1})
+    fixture.update(**{"dev0.board": 1})
     device = backend.devices()[1]
     assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, "board status off (1)")
 
-    fixture.update(**{"dev.0.board": 0})
+    fixture.update(**{"dev0.board": 0})
     assert backend.devices()[1].healthy
 
 
 def test_a_failing_npu_is_unhealthy_with_the_stcml_code_name(backend: StreamComputingBackend,
                                                              fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"error.stcmlDevcieGetHandleByPciBusId.1": -4})
+    fixture.update(**{"fail.stcmlDevcieGetHandleByPciBusId.1": -4})
 
     device = backend.devices()[0]
     assert (device.id, device.uuid) == (BUS0, "UUID-A")  # identity kept
@@ -407,9 +407,9 @@ def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fi
     watcher.start()
     try:
         assert changes.acquire(timeout=10)  # once at the start
-        fixture.update(**{"dev.1.board": 1})
+        fixture.update(**{"dev1.board": 1})
         expect_change(changes, lambda: not backend.devices()[0].healthy)
-        fixture.update(**{"dev.1.board": 0})
+        fixture.update(**{"dev1.board": 0})
         expect_change(changes, lambda: backend.devices()[0].healthy)
     finally:
         stop.set()

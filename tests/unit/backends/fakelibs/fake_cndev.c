@@ -1,18 +1,18 @@
 /*
  * fake_cndev.c - a fake libcndev.so (Cambricon CNDev) for the Cambricon backend tests.
  *
- * Reads the fixture named by $FAKE_CNDEV_FIXTURE (format and common keys: fixture_a.h). Device handles
- * are 1000 + index, so a caller that passes an index where a handle belongs gets INVALID_DEVICE_ID.
- * CNDev-specific keys:
+ * Reads the fixture named by $FAKE_CNDEV_FIXTURE (format and common keys: fixture.h; driver_version is
+ * major.minor.build, default 5.10.22). Device handles are 1000 + index, so a caller that passes an index
+ * where a handle belongs gets INVALID_DEVICE_ID. CNDev-specific keys:
  *   api_version=6                newest struct version accepted (a higher one: UNSUPPORTED_API_VERSION)
- *   driver_version=5.10.22       major.minor.build
  *   dev<i>.uuid / .name (model string) / .minor / .bus_id (dddd:bb:dd.f) / .numa (CNDev's own NUMA id)
  *   dev<i>.memory_total_mb / .memory_used_mb / .util (%) / .power_w / .temp_chip / .temp_board (C)
  *   dev<i>.health (1 healthy) / .device_state (1 GOOD) / .driver_state (4 RUNNING)
- * Build with -DOMIT_<symbol> to leave a symbol out (missing-symbol tests).
+ * Symbols that can be left out with -DOMIT_<symbol>: cndevGetTemperatureInfo, cndevGetDevicePowerInfo,
+ * cndevDeviceGetMinorNumber.
  */
 #define FX_ENV "FAKE_CNDEV_FIXTURE"
-#include "fixture_a.h"
+#include "fixture.h"
 
 typedef int cndevRet_t;
 typedef int cndevDevice_t;
@@ -54,11 +54,9 @@ typedef struct {
     unsigned driverMajorVersion, driverMinorVersion, driverBuildVersion;
 } cndevVersionInfo_t;
 
-static int count(void) { return (int)fx_int("count", 0); }
-
 static int index_of(cndevDevice_t handle) {
     int index = handle - HANDLE_BASE;
-    return index >= 0 && index < count() ? index : -1;
+    return index >= 0 && index < fx_count() ? index : -1;
 }
 
 static int version_ok(int version) { return version >= 1 && version <= fx_int("api_version", 6); }
@@ -76,8 +74,7 @@ static int version_ok(int version) { return version >= 1 && version <= fx_int("a
 
 cndevRet_t cndevInit(int reserved) {
     (void)reserved;
-    int fault = fx_fault("cndevInit", -1);
-    return fault ? fault : (cndevRet_t)fx_int("init_error", 0);
+    return fx_init_result("cndevInit");
 }
 
 cndevRet_t cndevRelease(void) { return fx_fault("cndevRelease", -1); }
@@ -90,23 +87,23 @@ cndevRet_t cndevGetDeviceCount(cndevCardInfo_t *info) {
     int fault = fx_fault("cndevGetDeviceCount", -1);
     if (fault) return fault;
     CHECK_VERSION(info);
-    info->number = (unsigned)count();
+    info->number = (unsigned)fx_count();
     return CNDEV_SUCCESS;
 }
 
 cndevRet_t cndevGetDeviceHandleByIndex(int index, cndevDevice_t *handle) {
-    if (index < 0 || index >= count()) return CNDEV_ERROR_INVALID_DEVICE_ID;
+    if (index < 0 || index >= fx_count()) return CNDEV_ERROR_INVALID_DEVICE_ID;
     int fault = fx_fault("cndevGetDeviceHandleByIndex", index);
     if (fault) return fault;
     *handle = HANDLE_BASE + index;
     return CNDEV_SUCCESS;
 }
 
-static char names[64][64];
+static char names[FX_MAX_DEVICES][64];
 
 const char *cndevGetCardNameStringByDevId(cndevDevice_t handle) {
     int index = index_of(handle);
-    if (index < 0 || index >= 64 || fx_fault("cndevGetCardNameStringByDevId", index)) return NULL;
+    if (index < 0 || fx_fault("cndevGetCardNameStringByDevId", index)) return NULL;
     fx_dev_str(index, "name", names[index], sizeof names[index], "MLU370-X8");
     return names[index];
 }
@@ -150,17 +147,14 @@ cndevRet_t cndevGetCardHealthState(cndevCardHealthState_t *info, cndevDevice_t h
 
 cndevRet_t cndevGetPCIeInfoV2(cndevPCIeInfoV2_t *info, cndevDevice_t handle) {
     DEVICE_CALL("cndevGetPCIeInfoV2", handle, index);
-    char fallback[32], value[64];
-    snprintf(fallback, sizeof fallback, "0000:%02x:00.0", 0x39 + index);
-    fx_dev_str(index, "bus_id", value, sizeof value, fallback);
-    unsigned domain = 0, bus = 0, slot = 0, function = 0;
-    if (sscanf(value, "%x:%x:%x.%x", &domain, &bus, &slot, &function) != 4) return CNDEV_ERROR_UNKNOWN;
+    struct fx_pci address;
+    if (!fx_dev_pci(index, 0x39 + index, &address)) return CNDEV_ERROR_UNKNOWN;
     memset(info, 0, sizeof *info);
     info->vendor = 0xcabc;
-    info->domain = domain;
-    info->bus = bus;
-    info->device = slot;
-    info->function = function;
+    info->domain = address.domain;
+    info->bus = address.bus;
+    info->device = address.slot;
+    info->function = address.function;
     return CNDEV_SUCCESS;
 }
 

@@ -1,10 +1,9 @@
 /*
  * fake_dcmi.c - a fake libdcmi.so (Huawei Ascend DCMI) for the Ascend backend tests.
  *
- * Reads the fixture named by $FAKE_DCMI_FIXTURE (format and common keys: fixture_a.h). Device i (logic id
- * i) sits on card i / per_card, device id i % per_card. DCMI-specific keys:
+ * Reads the fixture named by $FAKE_DCMI_FIXTURE (format and common keys: fixture.h; driver_version defaults
+ * to 24.1.rc2). Device i (logic id i) sits on card i / per_card, device id i % per_card. DCMI-specific keys:
  *   per_card=1                   NPUs per card
- *   driver_version=24.1.rc2
  *   dev<i>.phy_id                physical id (default i)
  *   dev<i>.chip_type / .chip_name / .npu_name   (defaults "Ascend", "910B3", "")
  *   dev<i>.hbm_total_mb / .hbm_used_mb          HBM (dcmi_get_device_hbm_info; 0 total: no HBM)
@@ -12,10 +11,12 @@
  *   dev<i>.util (AI Core %) / .power (0.1 W units) / .temp (C)
  *   dev<i>.health (0 healthy) / .errors (comma-separated hex codes)
  *   dev<i>.bus_id (dddd:bb:dd.f)
- * Build with -DOMIT_<symbol> to leave a symbol out (missing-symbol and fallback tests).
+ * Symbols that can be left out with -DOMIT_<symbol> (missing-symbol and fallback tests):
+ * dcmi_get_driver_version, dcmi_get_card_list, dcmi_get_device_chip_info_v2, dcmi_get_device_hbm_info,
+ * dcmi_get_device_power_info.
  */
 #define FX_ENV "FAKE_DCMI_FIXTURE"
-#include "fixture_a.h"
+#include "fixture.h"
 
 #define DCMI_OK 0
 #define ERR_INVALID_PARAMETER (-8001)
@@ -63,7 +64,6 @@ struct dcmi_pcie_info_all {
     unsigned char reserve[32];
 };
 
-static int count(void) { return (int)fx_int("count", 0); }
 static int per_card(void) {
     int value = (int)fx_int("per_card", 1);
     return value > 0 ? value : 1;
@@ -73,7 +73,7 @@ static int per_card(void) {
 static int index_at(int card_id, int device_id) {
     if (card_id < 0 || device_id < 0 || device_id >= per_card()) return -1;
     int index = card_id * per_card() + device_id;
-    return index < count() ? index : -1;
+    return index < fx_count() ? index : -1;
 }
 
 #define DEVICE_CALL(name, card, dev, index_var)                       \
@@ -84,19 +84,14 @@ static int index_at(int card_id, int device_id) {
         if (fault_) return fault_;                                    \
     }
 
-int dcmi_init(void) {
-    int fault = fx_fault("dcmi_init", -1);
-    return fault ? fault : (int)fx_int("init_error", 0);
-}
+int dcmi_init(void) { return fx_init_result("dcmi_init"); }
 
 static int version_text(const char *name, char *out, unsigned length) {
     int fault = fx_fault(name, -1);
     if (fault) return fault;
     char value[FX_LINE];
     fx_str("driver_version", value, sizeof value, "24.1.rc2");
-    if (strlen(value) + 1 > length) return ERR_INVALID_PARAMETER;
-    fx_copy(out, length, value);
-    return DCMI_OK;
+    return fx_copy_out(out, length, value) ? ERR_INVALID_PARAMETER : DCMI_OK;
 }
 
 #ifndef OMIT_dcmi_get_driver_version
@@ -112,7 +107,7 @@ int dcmi_get_dcmi_version(char *version, unsigned int length) {
 static int card_list(const char *name, int *card_num, int *cards, int list_len) {
     int fault = fx_fault(name, -1);
     if (fault) return fault;
-    int total = (count() + per_card() - 1) / per_card();
+    int total = (fx_count() + per_card() - 1) / per_card();
     if (total > list_len) return ERR_INVALID_PARAMETER;
     for (int card = 0; card < total; card++) cards[card] = card;
     *card_num = total;
@@ -133,7 +128,7 @@ int dcmi_get_device_num_in_card(int card_id, int *device_num) {
     if (index_at(card_id, 0) < 0) return ERR_INVALID_DEVICE_ID;
     int fault = fx_fault("dcmi_get_device_num_in_card", -1);
     if (fault) return fault;
-    int remaining = count() - card_id * per_card();
+    int remaining = fx_count() - card_id * per_card();
     *device_num = remaining < per_card() ? remaining : per_card();
     return DCMI_OK;
 }
@@ -145,7 +140,7 @@ int dcmi_get_device_logic_id(int *logic_id, int card_id, int device_id) {
 }
 
 int dcmi_get_device_phyid_from_logicid(unsigned int logic_id, unsigned int *phy_id) {
-    if ((int)logic_id >= count()) return ERR_INVALID_DEVICE_ID;
+    if ((int)logic_id >= fx_count()) return ERR_INVALID_DEVICE_ID;
     int fault = fx_fault("dcmi_get_device_phyid_from_logicid", (int)logic_id);
     if (fault) return fault;
     *phy_id = (unsigned)fx_dev_int((int)logic_id, "phy_id", logic_id);
@@ -244,17 +239,14 @@ int dcmi_get_device_errorcode_v2(int card_id, int device_id, int *error_count, u
 
 int dcmi_get_device_pcie_info_v2(int card_id, int device_id, struct dcmi_pcie_info_all *info) {
     DEVICE_CALL("dcmi_get_device_pcie_info_v2", card_id, device_id, index);
-    char fallback[32], value[64];
-    snprintf(fallback, sizeof fallback, "0000:%02x:00.0", 0xc1 + index);
-    fx_dev_str(index, "bus_id", value, sizeof value, fallback);
-    unsigned domain = 0, bus = 0, slot = 0, function = 0;
-    if (sscanf(value, "%x:%x:%x.%x", &domain, &bus, &slot, &function) != 4) return ERR_INVALID_PARAMETER;
+    struct fx_pci address;
+    if (!fx_dev_pci(index, 0xc1 + index, &address)) return ERR_INVALID_PARAMETER;
     memset(info, 0, sizeof *info);
     info->venderid = 0x19e5;
     info->deviceid = 0xd802;
-    info->domain = (int)domain;
-    info->bdf_busid = bus;
-    info->bdf_deviceid = slot;
-    info->bdf_funcid = function;
+    info->domain = (int)address.domain;
+    info->bdf_busid = address.bus;
+    info->bdf_deviceid = address.slot;
+    info->bdf_funcid = address.function;
     return DCMI_OK;
 }

@@ -2,18 +2,18 @@
  * fake_nvml.c - a fake libnvidia-ml.so.1 for the NVIDIA backend tests (read through pynvml).
  *
  * Exports the NVML symbols the backend calls, with NVML's struct layouts, and reads its state from the
- * fixture named by $FAKE_NVML_FIXTURE (format and common keys: fixture_a.h). NVML-specific keys:
- *   driver_version=550.54.15
+ * fixture named by $FAKE_NVML_FIXTURE (format and common keys: fixture.h; driver_version defaults to
+ * 550.54.15). NVML-specific keys:
  *   dev<i>.uuid / .name / .minor / .bus_id (dddd:bb:dd.f, printed the NVML way "%08X:%02X:%02X.0")
  *   dev<i>.memory_total_mb / .memory_used_mb (handed out in bytes) / .util / .mem_util (percent)
  *   dev<i>.temp (C) / .power_mw (milliwatts) / .supported_events (mask; default 0x1f)
  *   event.<seq>=<dev>:<type>:<data>   an event; nvmlEventSetWait_v2 delivers each once per event set,
  *                                     in sequence order, if the device registered that type
  *                                     (dev -1: an event with a NULL device handle)
- * Build with -DOMIT_<symbol> to leave a metric symbol out (missing-symbol tests).
+ * Symbols that can be left out with -DOMIT_<symbol>: nvmlDeviceGetTemperature, nvmlDeviceGetPowerUsage.
  */
 #define FX_ENV "FAKE_NVML_FIXTURE"
-#include "fixture_a.h"
+#include "fixture.h"
 
 #include <pthread.h>
 
@@ -30,8 +30,6 @@ enum {
     NVML_ERROR_UNKNOWN = 999,
 };
 
-#define MAX_DEVICES 64
-
 struct nvmlDevice_st {
     int index;
 };
@@ -40,7 +38,7 @@ typedef struct nvmlDevice_st *nvmlDevice_t;
 struct nvmlEventSet_st {
     pthread_mutex_t lock;
     long long delivered; /* highest sequence number handed out by this set */
-    unsigned long long masks[MAX_DEVICES];
+    unsigned long long masks[FX_MAX_DEVICES];
 };
 typedef struct nvmlEventSet_st *nvmlEventSet_t;
 
@@ -65,18 +63,13 @@ typedef struct {
     unsigned gpuInstanceId, computeInstanceId;
 } nvmlEventData_t;
 
-static struct nvmlDevice_st handles[MAX_DEVICES];
-
-static int device_count(void) {
-    long long count = fx_int("count", 0);
-    return count < 0 ? 0 : (count > MAX_DEVICES ? MAX_DEVICES : (int)count);
-}
+static struct nvmlDevice_st handles[FX_MAX_DEVICES];
 
 /* The index behind a handle, or -1 when the handle is not one of ours or the device is gone. */
 static int index_of(nvmlDevice_t device) {
-    if (device < handles || device >= handles + MAX_DEVICES) return -1;
+    if (device < handles || device >= handles + FX_MAX_DEVICES) return -1;
     int index = (int)(device - handles);
-    return index < device_count() ? index : -1;
+    return index < fx_count() ? index : -1;
 }
 
 #define DEVICE_CALL(name, device, index_var)                          \
@@ -87,18 +80,12 @@ static int index_of(nvmlDevice_t device) {
         if (fault_) return fault_;                                    \
     }
 
-static nvmlReturn_t init_common(const char *name) {
-    int fault = fx_fault(name, -1);
-    if (fault) return fault;
-    return (nvmlReturn_t)fx_int("init_error", 0);
-}
-
 nvmlReturn_t nvmlInitWithFlags(unsigned flags) {
     (void)flags;
-    return init_common("nvmlInitWithFlags");
+    return fx_init_result("nvmlInitWithFlags");
 }
 
-nvmlReturn_t nvmlInit_v2(void) { return init_common("nvmlInit_v2"); }
+nvmlReturn_t nvmlInit_v2(void) { return fx_init_result("nvmlInit_v2"); }
 
 nvmlReturn_t nvmlShutdown(void) { return fx_fault("nvmlShutdown", -1); }
 
@@ -120,20 +107,18 @@ nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned length) {
     if (fault) return fault;
     char value[FX_LINE];
     fx_str("driver_version", value, sizeof value, "550.54.15");
-    if (strlen(value) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
-    fx_copy(version, length, value);
-    return NVML_SUCCESS;
+    return fx_copy_out(version, length, value) ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned *count) {
     int fault = fx_fault("nvmlDeviceGetCount_v2", -1);
     if (fault) return fault;
-    *count = (unsigned)device_count();
+    *count = (unsigned)fx_count();
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned index, nvmlDevice_t *device) {
-    if ((int)index >= device_count()) return NVML_ERROR_INVALID_ARGUMENT;
+    if ((int)index >= fx_count()) return NVML_ERROR_INVALID_ARGUMENT;
     int fault = fx_fault("nvmlDeviceGetHandleByIndex_v2", (int)index);
     if (fault) return fault;
     handles[index].index = (int)index;
@@ -148,7 +133,7 @@ static void default_uuid(int index, char *out, size_t size) {
 nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
     int fault = fx_fault("nvmlDeviceGetHandleByUUID", -1);
     if (fault) return fault;
-    for (int index = 0; index < device_count(); index++) {
+    for (int index = 0; index < fx_count(); index++) {
         char fallback[96], value[96];
         default_uuid(index, fallback, sizeof fallback);
         fx_dev_str(index, "uuid", value, sizeof value, fallback);
@@ -162,9 +147,7 @@ nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
 }
 
 static nvmlReturn_t copy_text(const char *value, char *out, unsigned length) {
-    if (strlen(value) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
-    fx_copy(out, length, value);
-    return NVML_SUCCESS;
+    return fx_copy_out(out, length, value) ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned length) {
@@ -190,18 +173,16 @@ nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned *minor) {
 
 nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
     DEVICE_CALL("nvmlDeviceGetPciInfo_v3", device, index);
-    char fallback[32], value[64];
-    snprintf(fallback, sizeof fallback, "0000:%02x:00.0", 0x18 + index);
-    fx_dev_str(index, "bus_id", value, sizeof value, fallback);
-    unsigned domain = 0, bus = 0, slot = 0, function = 0;
-    if (sscanf(value, "%x:%x:%x.%x", &domain, &bus, &slot, &function) != 4) return NVML_ERROR_UNKNOWN;
+    struct fx_pci address;
+    if (!fx_dev_pci(index, 0x18 + index, &address)) return NVML_ERROR_UNKNOWN;
     memset(pci, 0, sizeof *pci);
-    pci->domain = domain;
-    pci->bus = bus;
-    pci->device = slot;
+    pci->domain = address.domain;
+    pci->bus = address.bus;
+    pci->device = address.slot;
     pci->pciDeviceId = (0x2330u << 16) | 0x10de;
-    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", domain, bus, slot);
-    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", domain, bus, slot);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", address.domain, address.bus,
+             address.slot);
+    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.0", address.domain, address.bus, address.slot);
     return NVML_SUCCESS;
 }
 
@@ -309,7 +290,7 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
         pthread_mutex_lock(&set->lock);
         while (next_event(set->delivered, &seq, &dev, &type, &payload)) {
             set->delivered = seq;
-            int registered = dev < 0 || (dev < MAX_DEVICES && (set->masks[dev] & type));
+            int registered = dev < 0 || (dev < FX_MAX_DEVICES && (set->masks[dev] & type));
             if (!registered) continue;
             memset(data, 0, sizeof *data);
             data->device = dev < 0 ? NULL : &handles[dev];

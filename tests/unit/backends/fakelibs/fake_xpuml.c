@@ -2,18 +2,19 @@
  * fake_xpuml.c - a fake Kunlunxin libxpuml.so.1 for the kunlun backend tests.
  *
  * Real symbol names and struct layouts (go-xpuml xpuml.h; every struct padded to 128 bytes). State comes
- * from the fixture named by $FAKE_XPUML_FIXTURE (format and the common keys: fixture_b.h). Device fields:
- *   dev.<i>.serial        serial number (stable ID)            dev.<i>.name      model name (R200, R200-VF-5G)
- *   dev.<i>.minor         N of /dev/xpuN (default i)          dev.<i>.bus_id    dddd:bb:dd.f (default 0000:<i+1>:00.0)
- *   dev.<i>.memory_total  bytes                               dev.<i>.memory_used  bytes
- *   dev.<i>.util          XPU utilization %                   dev.<i>.temp      degrees C
- *   dev.<i>.power_mw      power in milliwatts                 dev.<i>.state     xpumlDeviceState_t (default 201 RUNNING)
- *   dev.<i>.model_id      xpumlDeviceAttributes_t.modelId     dev.<i>.memory_mb attributes globalMemorySizeMB
- * plus driver_version=<text>. Build variants leave symbols out: -DOMIT_XPUML_NAME, -DOMIT_XPUML_MINOR,
- * -DOMIT_XPUML_POWER (missing-symbol tests).
+ * from the fixture named by $FAKE_XPUML_FIXTURE (format and common keys: fixture.h; driver_version defaults
+ * to 4.0.25). Device fields:
+ *   dev<i>.serial        serial number (stable ID)            dev<i>.name      model name (R200, R200-VF-5G)
+ *   dev<i>.minor         N of /dev/xpuN (default i)          dev<i>.bus_id    dddd:bb:dd.f (default 0000:<i+1>:00.0)
+ *   dev<i>.memory_total  bytes                               dev<i>.memory_used  bytes
+ *   dev<i>.util          XPU utilization %                   dev<i>.temp      degrees C
+ *   dev<i>.power_mw      power in milliwatts                 dev<i>.state     xpumlDeviceState_t (default 201 RUNNING)
+ *   dev<i>.model_id      xpumlDeviceAttributes_t.modelId     dev<i>.memory_mb attributes globalMemorySizeMB
+ * Symbols that can be left out with -DOMIT_<symbol>: xpumlDeviceGetName, xpumlDeviceGetMinorNumber,
+ * xpumlDeviceGetPowerUsage.
  */
 #define FX_ENV "FAKE_XPUML_FIXTURE"
-#include "fixture_b.h"
+#include "fixture.h"
 
 typedef int xpumlReturn_t;
 
@@ -26,8 +27,6 @@ enum {
     XPUML_ERROR_XPU_IS_LOST = 15,
     XPUML_ERROR_UNKNOWN = 999,
 };
-
-#define MAX_DEVICES 64
 
 struct xpumlDevice_st {
     int index;
@@ -62,28 +61,22 @@ _Static_assert(sizeof(xpumlUtilization_t) == 128, "xpumlUtilization_t is 128 byt
 _Static_assert(sizeof(xpumlMemory_t) == 128, "xpumlMemory_t is 128 bytes");
 _Static_assert(sizeof(xpumlDeviceAttributes_t) == 128, "xpumlDeviceAttributes_t is 128 bytes");
 
-static struct xpumlDevice_st devices[MAX_DEVICES];
+static struct xpumlDevice_st devices[FX_MAX_DEVICES];
 static int initialised;
-
-static int device_count(void) {
-    long long count = fxb_int("count", 0);
-    return count < 0 ? 0 : (count > MAX_DEVICES ? MAX_DEVICES : (int)count);
-}
 
 /* Common entry checks of a per-device call: initialised, valid handle, injected faults. */
 static int enter(const char *function, xpumlDevice_t device, const void *out) {
     if (!initialised) return XPUML_ERROR_UNINITIALIZED;
-    if (device == NULL || out == NULL || device < devices || device >= devices + MAX_DEVICES)
+    if (device == NULL || out == NULL || device < devices || device >= devices + FX_MAX_DEVICES)
         return XPUML_ERROR_INVALID_ARGUMENT;
-    if (device->index >= device_count()) return XPUML_ERROR_XPU_IS_LOST;
-    return fxb_fault(function, device->index);
+    if (device->index >= fx_count()) return XPUML_ERROR_XPU_IS_LOST;
+    return fx_fault(function, device->index);
 }
 
 xpumlReturn_t xpumlInit(void) {
-    int code = fxb_fault("xpumlInit", -1);
-    if (code == 0) code = (int)fxb_int("init_error", 0);
+    int code = fx_init_result("xpumlInit");
     if (code != 0) return code;
-    for (int i = 0; i < MAX_DEVICES; i++) devices[i].index = i;
+    for (int i = 0; i < FX_MAX_DEVICES; i++) devices[i].index = i;
     initialised = 1;
     return XPUML_SUCCESS;
 }
@@ -104,75 +97,73 @@ const char *xpumlErrorString(xpumlReturn_t result) {
 }
 
 xpumlReturn_t xpumlSystemGetDriverVersion(char *version, unsigned length) {
-    char value[FXB_LINE];
+    char value[FX_LINE];
     if (!initialised) return XPUML_ERROR_UNINITIALIZED;
-    int code = fxb_fault("xpumlSystemGetDriverVersion", -1);
+    int code = fx_fault("xpumlSystemGetDriverVersion", -1);
     if (code != 0) return code;
-    if (!fxb_get("driver_version", value, sizeof value)) snprintf(value, sizeof value, "4.0.25");
-    return fxb_copy_out(version, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
+    fx_str("driver_version", value, sizeof value, "4.0.25");
+    return fx_copy_out(version, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
 }
 
 xpumlReturn_t xpumlDeviceGetCount(unsigned *count) {
     if (!initialised) return XPUML_ERROR_UNINITIALIZED;
     if (count == NULL) return XPUML_ERROR_INVALID_ARGUMENT;
-    int code = fxb_fault("xpumlDeviceGetCount", -1);
+    int code = fx_fault("xpumlDeviceGetCount", -1);
     if (code != 0) return code;
-    *count = (unsigned)device_count();
+    *count = (unsigned)fx_count();
     return XPUML_SUCCESS;
 }
 
 xpumlReturn_t xpumlDeviceGetHandleByIndex(unsigned index, xpumlDevice_t *device) {
     if (!initialised) return XPUML_ERROR_UNINITIALIZED;
-    if (device == NULL || index >= (unsigned)device_count()) return XPUML_ERROR_INVALID_ARGUMENT;
-    int code = fxb_fault("xpumlDeviceGetHandleByIndex", (int)index);
+    if (device == NULL || index >= (unsigned)fx_count()) return XPUML_ERROR_INVALID_ARGUMENT;
+    int code = fx_fault("xpumlDeviceGetHandleByIndex", (int)index);
     if (code != 0) return code;
     *device = &devices[index];
     return XPUML_SUCCESS;
 }
 
 xpumlReturn_t xpumlDeviceGetSerial(xpumlDevice_t device, char *serial, unsigned length) {
-    char value[FXB_LINE], fallback[32];
+    char value[FX_LINE], fallback[32];
     int code = enter("xpumlDeviceGetSerial", device, serial);
     if (code != 0) return code;
     snprintf(fallback, sizeof fallback, "SN-KL-%04d", device->index);
-    fxb_dev_str(device->index, "serial", value, sizeof value, fallback);
-    return fxb_copy_out(serial, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
+    fx_dev_str(device->index, "serial", value, sizeof value, fallback);
+    return fx_copy_out(serial, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
 }
 
-#ifndef OMIT_XPUML_NAME
+#ifndef OMIT_xpumlDeviceGetName
 xpumlReturn_t xpumlDeviceGetName(xpumlDevice_t device, char *name, unsigned length) {
-    char value[FXB_LINE];
+    char value[FX_LINE];
     int code = enter("xpumlDeviceGetName", device, name);
     if (code != 0) return code;
-    fxb_dev_str(device->index, "name", value, sizeof value, "R200");
-    return fxb_copy_out(name, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
+    fx_dev_str(device->index, "name", value, sizeof value, "R200");
+    return fx_copy_out(name, length, value) ? XPUML_ERROR_INSUFFICIENT_SIZE : XPUML_SUCCESS;
 }
 #endif
 
-#ifndef OMIT_XPUML_MINOR
+#ifndef OMIT_xpumlDeviceGetMinorNumber
 xpumlReturn_t xpumlDeviceGetMinorNumber(xpumlDevice_t device, unsigned *minor) {
     int code = enter("xpumlDeviceGetMinorNumber", device, minor);
     if (code != 0) return code;
-    *minor = (unsigned)fxb_dev_int(device->index, "minor", device->index);
+    *minor = (unsigned)fx_dev_int(device->index, "minor", device->index);
     return XPUML_SUCCESS;
 }
 #endif
 
 xpumlReturn_t xpumlDeviceGetPciInfo(xpumlDevice_t device, xpumlPciInfo_t *pci) {
-    char value[FXB_LINE], fallback[32];
-    unsigned domain = 0, bus = 0, slot = 0, function = 0;
+    struct fx_pci address;
     int code = enter("xpumlDeviceGetPciInfo", device, pci);
     if (code != 0) return code;
-    snprintf(fallback, sizeof fallback, "0000:%02x:00.0", device->index + 1);
-    fxb_dev_str(device->index, "bus_id", value, sizeof value, fallback);
-    if (sscanf(value, "%x:%x:%x.%x", &domain, &bus, &slot, &function) != 4) return XPUML_ERROR_UNKNOWN;
+    if (!fx_dev_pci(device->index, device->index + 1, &address)) return XPUML_ERROR_UNKNOWN;
     memset(pci, 0, sizeof *pci);
-    pci->domain = domain;
-    pci->bus = bus;
-    pci->device = slot;
-    pci->function = function;
+    pci->domain = address.domain;
+    pci->bus = address.bus;
+    pci->device = address.slot;
+    pci->function = address.function;
     pci->pciDeviceId = (0x3684u << 16) | 0x1d22u;
-    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.%01X", domain, bus, slot, function);
+    snprintf(pci->busId, sizeof pci->busId, "%08X:%02X:%02X.%01X", address.domain, address.bus, address.slot,
+             address.function);
     return XPUML_SUCCESS;
 }
 
@@ -181,8 +172,8 @@ xpumlReturn_t xpumlDeviceGetMemoryInfo(xpumlDevice_t device, xpumlMemory_t *memo
     if (code != 0) return code;
     memset(memory, 0, sizeof *memory);
     memory->pageSizeGlobalMemory = 4096;
-    memory->totalGlobalMemory = (unsigned long long)fxb_dev_int(device->index, "memory_total", 16LL << 30);
-    memory->usedGlobalMemory = (unsigned long long)fxb_dev_int(device->index, "memory_used", 0);
+    memory->totalGlobalMemory = (unsigned long long)fx_dev_int(device->index, "memory_total", 16LL << 30);
+    memory->usedGlobalMemory = (unsigned long long)fx_dev_int(device->index, "memory_used", 0);
     memory->freeGlobalMemory = memory->totalGlobalMemory - memory->usedGlobalMemory;
     memory->totalL3Memory = 64ULL << 20;
     memory->freeL3Memory = memory->totalL3Memory;
@@ -193,8 +184,8 @@ xpumlReturn_t xpumlDeviceGetUtilizationRates(xpumlDevice_t device, xpumlUtilizat
     int code = enter("xpumlDeviceGetUtilizationRates", device, utilization);
     if (code != 0) return code;
     memset(utilization, 0, sizeof *utilization);
-    utilization->xpu = (unsigned)fxb_dev_int(device->index, "util", 0);
-    utilization->memory = (unsigned)fxb_dev_int(device->index, "mem_util", 0);
+    utilization->xpu = (unsigned)fx_dev_int(device->index, "util", 0);
+    utilization->memory = (unsigned)fx_dev_int(device->index, "mem_util", 0);
     return XPUML_SUCCESS;
 }
 
@@ -202,15 +193,15 @@ xpumlReturn_t xpumlDeviceGetTemperature(xpumlDevice_t device, int sensor, unsign
     int code = enter("xpumlDeviceGetTemperature", device, temperature);
     if (code != 0) return code;
     if (sensor != 0) return XPUML_ERROR_INVALID_ARGUMENT;
-    *temperature = (unsigned)fxb_dev_int(device->index, "temp", 40);
+    *temperature = (unsigned)fx_dev_int(device->index, "temp", 40);
     return XPUML_SUCCESS;
 }
 
-#ifndef OMIT_XPUML_POWER
+#ifndef OMIT_xpumlDeviceGetPowerUsage
 xpumlReturn_t xpumlDeviceGetPowerUsage(xpumlDevice_t device, unsigned *power) {
     int code = enter("xpumlDeviceGetPowerUsage", device, power);
     if (code != 0) return code;
-    *power = (unsigned)fxb_dev_int(device->index, "power_mw", 75000);
+    *power = (unsigned)fx_dev_int(device->index, "power_mw", 75000);
     return XPUML_SUCCESS;
 }
 #endif
@@ -218,7 +209,7 @@ xpumlReturn_t xpumlDeviceGetPowerUsage(xpumlDevice_t device, unsigned *power) {
 xpumlReturn_t xpumlDeviceGetState(xpumlDevice_t device, int *state) {
     int code = enter("xpumlDeviceGetState", device, state);
     if (code != 0) return code;
-    *state = (int)fxb_dev_int(device->index, "state", 201);
+    *state = (int)fx_dev_int(device->index, "state", 201);
     return XPUML_SUCCESS;
 }
 
@@ -227,9 +218,9 @@ xpumlReturn_t xpumlDeviceGetAttributes(xpumlDevice_t device, xpumlDeviceAttribut
     if (code != 0) return code;
     memset(attributes, 0, sizeof *attributes);
     attributes->archId = 2;
-    attributes->modelId = (int)fxb_dev_int(device->index, "model_id", 2);
+    attributes->modelId = (int)fx_dev_int(device->index, "model_id", 2);
     attributes->clusterCount = 8;
     attributes->maxVFCount = 3;
-    attributes->globalMemorySizeMB = (unsigned long long)fxb_dev_int(device->index, "memory_mb", 16384);
+    attributes->globalMemorySizeMB = (unsigned long long)fx_dev_int(device->index, "memory_mb", 16384);
     return XPUML_SUCCESS;
 }
