@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vendors_a import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_sysfs
+from vendors import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_pci_device
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +20,8 @@ def libdcmi(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def npus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     make_dev_tree(node.root / "hostdev", ["davinci2", "davinci3", "davinci_manager", "devmm_svm", "hisi_hdc"])
-    make_sysfs(node.root / "hostsys", {"0000:c1:00.0": 0, "0000:c2:00.0": 1})
+    make_pci_device(node.root / "hostsys", "0000:c1:00.0", numa_node=0)
+    make_pci_device(node.root / "hostsys", "0000:c2:00.0", numa_node=1)
     fixture = Fixture(node.root / "dcmi.fixture", {
         "count": 2, "dev0.phy_id": 2, "dev0.bus_id": "0000:c1:00.0", "dev1.phy_id": 3, "dev1.bus_id": "0000:c2:00.0"})
     monkeypatch.setenv("FAKE_DCMI_FIXTURE", str(fixture.path))
@@ -28,7 +29,7 @@ def npus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 
 def test_registers_allocates_and_follows_health(kubelet, node, start_agent, libdcmi: Path, npus: Fixture) -> None:
-    start_agent(*backend_flags("ascend", libdcmi, node.root, health_poll_interval_seconds=0.2))
+    start_agent(*backend_flags("ascend", node.root, library_path=libdcmi, health_poll_interval_seconds=0.2))
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)
     assert sorted(state.devices) == ["Ascend-2", "Ascend-3"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vendors_a import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_sysfs
+from vendors import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_pci_device
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,8 @@ def libcndev(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mlus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     make_dev_tree(node.root / "hostdev", ["cambricon_dev0", "cambricon_ipcm0", "cambricon_dev1", "cambricon_ipcm1",
                                           "cambricon_ctl"])
-    make_sysfs(node.root / "hostsys", {"0000:39:00.0": 0, "0000:3d:00.0": 0})
+    make_pci_device(node.root / "hostsys", "0000:39:00.0", numa_node=0)
+    make_pci_device(node.root / "hostsys", "0000:3d:00.0", numa_node=0)
     fixture = Fixture(node.root / "cndev.fixture", {
         "count": 2, "dev0.uuid": UUID0, "dev0.bus_id": "0000:39:00.0", "dev1.uuid": UUID1, "dev1.bus_id": "0000:3d:00.0"})
     monkeypatch.setenv("FAKE_CNDEV_FIXTURE", str(fixture.path))
@@ -31,7 +32,7 @@ def mlus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 
 def test_registers_allocates_and_follows_health(kubelet, node, start_agent, libcndev: Path, mlus: Fixture) -> None:
-    start_agent(*backend_flags("cambricon", libcndev, node.root, health_poll_interval_seconds=0.2))
+    start_agent(*backend_flags("cambricon", node.root, library_path=libcndev, health_poll_interval_seconds=0.2))
     kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)
 
     response = kubelet.allocate(RESOURCE, 1, pod="p", ids=[f"MLU-{UUID1}"])

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from vendors_b import (
+from vendors import (
     WAIT,
     Fixture,
     KubeApiStandIn,
@@ -54,10 +54,10 @@ def test_registers_allocates_and_follows_health(kubelet, node, start_agent, libx
     assert container_devices(response) == [(str(hostdev / "xpu1"), "/dev/xpu1"),
                                            (str(hostdev / "xpuctrl"), "/dev/xpuctrl")]
 
-    xpus.update(**{"dev0.state": 207})
+    xpus.update({"dev0.state": 207})
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=1, timeout=WAIT)
     assert state.devices["XPU-SN-0"].health == "Unhealthy"
-    xpus.update(**{"dev0.state": 201})
+    xpus.update({"dev0.state": 201})
     kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vendors_a import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_sysfs
+from vendors import WAIT, Fixture, backend_flags, compile_fake_library, container_devices, make_dev_tree, make_pci_device
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,8 @@ def libnvml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def gpus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     make_dev_tree(node.root / "hostdev", ["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"])
-    make_sysfs(node.root / "hostsys", {"0000:3b:00.0": 0, "0000:d8:00.0": 1})
+    make_pci_device(node.root / "hostsys", "0000:3b:00.0", numa_node=0)
+    make_pci_device(node.root / "hostsys", "0000:d8:00.0", numa_node=1)
     fixture = Fixture(node.root / "nvml.fixture", {
         "count": 2, "dev0.uuid": UUID0, "dev0.bus_id": "0000:3b:00.0", "dev0.name": "NVIDIA H100 80GB HBM3",
         "dev1.uuid": UUID1, "dev1.bus_id": "0000:d8:00.0", "dev1.name": "NVIDIA H100 80GB HBM3"})
@@ -32,7 +33,7 @@ def gpus(node, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 def test_registers_allocates_and_follows_xid_health(kubelet, node, start_agent, libnvml: Path,
                                                     gpus: Fixture) -> None:
-    start_agent(*backend_flags("nvidia", libnvml, node.root, health_poll_interval_seconds=0.5))
+    start_agent(*backend_flags("nvidia", node.root, library_path=libnvml, health_poll_interval_seconds=0.5))
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)
     assert state.devices[UUID0].numa_nodes == (0,) and state.devices[UUID1].numa_nodes == (1,)
 

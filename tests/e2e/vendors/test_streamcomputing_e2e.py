@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from vendors_b import (
+from vendors import (
     FAKE_STC_SMI,
     WAIT,
     Fixture,
@@ -61,8 +61,8 @@ def test_registers_allocates_one_npu_and_follows_health(kubelet, node, start_age
                                            for name in ("stc1", "stc1c0", "stc1c1", "stc1c2", "stc1c3", "stc1ctrl")]
     assert [(m.host_path, m.container_path, m.read_only) for m in container.mounts] == [(str(hpe), str(hpe), True)]
 
-    npus.update(**{"dev0.board": 1})
+    npus.update({"dev0.board": 1})
     state = kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=1, timeout=WAIT)
     assert state.devices[BUS0].health == "Unhealthy"
-    npus.update(**{"dev0.board": 0})
+    npus.update({"dev0.board": 0})
     kubelet.wait_for_resource(RESOURCE, capacity=2, allocatable=2, timeout=WAIT)

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakelib_a import Fixture, compile_fake_library, make_dev_tree, make_sysfs
+from fakelib import Fixture, compile_fake_library, fake_host
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
@@ -50,9 +50,8 @@ def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 @pytest.fixture
 def host(tmp_path: Path) -> dict[str, str]:
-    dev = make_dev_tree(tmp_path / "dev", ["davinci4", "davinci5", "davinci_manager", "devmm_svm"])
-    sysfs = make_sysfs(tmp_path / "sys", {"0000:c1:00.0": 0, "0000:c2:00.0": 1, "0000:81:00.0": -1})
-    return {"dev_root": str(dev), "sysfs_root": str(sysfs)}
+    return fake_host(tmp_path, ["davinci4", "davinci5", "davinci_manager", "devmm_svm"],
+                     {"0000:c1:00.0": 0, "0000:c2:00.0": 1, "0000:81:00.0": -1}).options
 
 
 def open_backend(library: Path, host: dict[str, str], **options: object) -> AscendBackend:

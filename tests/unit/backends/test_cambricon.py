@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakelib_a import Fixture, compile_fake_library, make_dev_tree, make_sysfs
+from fakelib import Fixture, compile_fake_library, fake_host
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
@@ -50,10 +50,8 @@ def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 @pytest.fixture
 def host(tmp_path: Path) -> dict[str, str]:
-    dev = make_dev_tree(tmp_path / "dev", ["cambricon_dev0", "cambricon_ipcm0", "cambricon_dev1", "cambricon_dev2",
-                                           "cambricon_ctl"])
-    sysfs = make_sysfs(tmp_path / "sys", {"0000:39:00.0": 0, "0000:3d:00.0": 0})
-    return {"dev_root": str(dev), "sysfs_root": str(sysfs)}
+    return fake_host(tmp_path, ["cambricon_dev0", "cambricon_ipcm0", "cambricon_dev1", "cambricon_dev2",
+                                "cambricon_ctl"], {"0000:39:00.0": 0, "0000:3d:00.0": 0}).options
 
 
 def open_backend(library: Path, host: dict[str, str], **options: object) -> CambriconBackend:

@@ -8,12 +8,11 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from fakelib_b import (FakeKernel, Fixture, PodResourcesStandIn, compile_fake_library, make_dev_tree,
-                       make_pci_device, vf_bus_id, expect_change)
+from fakecluster import PodResourcesStandIn
+from fakelib import FakeKernel, Fixture, Watch, compile_fake_library, make_dev_tree, make_pci_device, vf_bus_id
 
 from krakenplug import cli, errors, settings
 from krakenplug.backends import base, create, fallback, open_backend
@@ -124,31 +123,31 @@ def test_allocate_gives_the_device_nodes_the_control_node_and_the_indexes(backen
                          ids=["error", "in-reset", "in-exception", "unknown"])
 def test_a_bad_state_makes_the_device_unhealthy_and_it_recovers(backend: KunlunBackend, fixture: Fixture,
                                                                 state: int, reason: str) -> None:
-    fixture.update(**{"dev1.state": state})
+    fixture.update({"dev1.state": state})
     device = by_id(backend)["K200SN0002"]
     assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, reason)
 
-    fixture.update(**{"dev1.state": 201})
+    fixture.update({"dev1.state": 201})
     assert by_id(backend)["K200SN0002"].healthy
 
 
 def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend: KunlunBackend,
                                                                         fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"fail.xpumlDeviceGetSerial.1": 15})
+    fixture.update({"fail.xpumlDeviceGetSerial.1": 15})
 
     device = by_id(backend)["K200SN0002"]
     assert device.health is base.Health.UNHEALTHY
     assert device.health_reason == "xpumlDeviceGetSerial returned XPU_IS_LOST (15)"
     assert (device.model, device.pci_bus_id) == ("R300", BUS1)
 
-    fixture.update(**{"fail.xpumlDeviceGetSerial.1": None})
+    fixture.remove("fail.xpumlDeviceGetSerial.1")
     assert by_id(backend)["K200SN0002"].healthy
 
 
 def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBackend, fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"fail.xpumlDeviceGetCount": 9})
+    fixture.update({"fail.xpumlDeviceGetCount": 9})
 
     devices = backend.devices()
     assert [d.id for d in devices] == ["K200SN0001", "K200SN0002"]
@@ -165,32 +164,32 @@ def test_a_missing_device_node_makes_the_device_unhealthy(backend: KunlunBackend
 
 
 def test_a_hanging_call_is_bounded_and_marks_only_that_device(backend: KunlunBackend, fixture: Fixture) -> None:
-    fixture.update(**{"hang.xpumlDeviceGetState.1": 1.0})
+    fixture.update({"hang.xpumlDeviceGetState.1": 1.0})
 
     devices = by_id(backend)
 
     assert devices["K200SN0001"].healthy
     assert devices["K200SN0002"].health_reason == "xpumlDeviceGetState(1) did not return within 0.3 s"
-    fixture.update(**{"hang.xpumlDeviceGetState.1": None})
+    fixture.remove("hang.xpumlDeviceGetState.1")
     assert by_id(backend)["K200SN0002"].healthy
 
 
 def test_a_hanging_sample_marks_the_device_unhealthy_until_it_answers(backend: KunlunBackend,
                                                                       fixture: Fixture) -> None:
     device = backend.devices()[0]
-    fixture.update(**{"hang.xpumlDeviceGetPowerUsage.0": 1.0})
+    fixture.update({"hang.xpumlDeviceGetPowerUsage.0": 1.0})
     with pytest.raises(errors.DeviceQueryError, match=r"xpumlDeviceGetPowerUsage\(0\) did not return within 0.3 s"):
         backend.sample(device)
     assert "xpumlDeviceGetPowerUsage(0) did not return" in by_id(backend)["K200SN0001"].health_reason
 
-    fixture.update(**{"hang.xpumlDeviceGetPowerUsage.0": None})
+    fixture.remove("hang.xpumlDeviceGetPowerUsage.0")
     backend.sample(device)
     assert by_id(backend)["K200SN0001"].healthy
 
 
 def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Path, fixture: Fixture,
                                                        host: tuple[Path, Path]) -> None:
-    fixture.update(**{"dev0.minor": 7, "dev0.model_id": 3, "dev1.model_id": 77})
+    fixture.update({"dev0.minor": 7, "dev0.model_id": 3, "dev1.model_id": 77})
     backend = make_backend(minimal_xpuml_library, host)
     backend.open()
     try:
@@ -205,14 +204,14 @@ def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Pa
 
 
 def test_an_unsupported_metric_is_none(backend: KunlunBackend, fixture: Fixture) -> None:
-    fixture.update(**{"fail.xpumlDeviceGetUtilizationRates": 3})
+    fixture.update({"fail.xpumlDeviceGetUtilizationRates": 3})
     sample = backend.sample(backend.devices()[0])
     assert sample.utilization_percent is None and sample.memory_used_mb == 1536.0
 
 
 def test_init_failure_is_backend_unavailable_with_the_code_name(xpuml_library: Path, fixture: Fixture,
                                                                 host: tuple[Path, Path]) -> None:
-    fixture.update(init_error=9)
+    fixture.update({"init_error": 9})
     backend = make_backend(xpuml_library, host)
     with pytest.raises(errors.BackendUnavailable, match=r"xpumlInit returned DRIVER_NOT_LOADED \(9\).*modprobe kunlun"):
         backend.open()
@@ -226,7 +225,7 @@ def test_a_missing_library_lists_what_was_tried(tmp_path: Path, host: tuple[Path
 
 def test_through_open_backend_init_failure_degrades_to_zero_devices_or_raises(
         xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path], clean_env: None) -> None:
-    fixture.update(init_error=9)
+    fixture.update({"init_error": 9})
     dev, sysfs = host
     options = {"library_path": str(xpuml_library), "dev_root": str(dev), "sysfs_root": str(sysfs)}
 
@@ -243,20 +242,14 @@ def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fi
                                                          host: tuple[Path, Path]) -> None:
     backend = make_backend(xpuml_library, host, health_poll_interval_seconds=0.05)
     backend.open()
-    stop, changes = threading.Event(), threading.Semaphore(0)
-    watcher = threading.Thread(target=backend.watch_health, args=(stop, changes.release))
-    watcher.start()
     try:
-        assert changes.acquire(timeout=10)  # once at the start
-        fixture.update(**{"dev0.state": 207})
-        expect_change(changes, lambda: not by_id(backend)["K200SN0001"].healthy)
-        fixture.update(**{"dev0.state": 201})
-        expect_change(changes, lambda: by_id(backend)["K200SN0001"].healthy)
+        with Watch(backend) as watch:
+            fixture.update({"dev0.state": 207})
+            watch.expect_change(lambda: not by_id(backend)["K200SN0001"].healthy)
+            fixture.update({"dev0.state": 201})
+            watch.expect_change(lambda: by_id(backend)["K200SN0001"].healthy)
     finally:
-        stop.set()
-        watcher.join(10)
         backend.close()
-    assert not watcher.is_alive()
 
 
 def test_close_is_idempotent_and_a_closed_backend_says_so(backend: KunlunBackend) -> None:
@@ -280,7 +273,7 @@ def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
             values.update({f"dev{index}.bus_id": bus_id, f"dev{index}.name": name, f"dev{index}.serial": serial,
                            f"dev{index}.minor": minors.get(bus_id, index), f"dev{index}.memory_total": 8 * GIB})
         values["count"] = len(listed)
-        fixture.set(values)
+        fixture.write(values)
 
     return on_change
 
@@ -290,7 +283,7 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fi
     dev, sysfs = host
     make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     make_dev_tree(dev, ["xpu4", "xpu5"])
-    fixture.update(count=1)
+    fixture.update({"count": 1})
     kernel = FakeKernel(sysfs, on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
     pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
     backend = KunlunBackend(KunlunOptions(library_path=str(xpuml_library), dev_root=str(dev), sysfs_root=str(sysfs),

@@ -12,13 +12,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
 
 import pytest
-from fakelib_a import Fixture, compile_fake_library, make_dev_tree, make_sysfs
+from fakelib import Fixture, Watch, compile_fake_library, fake_host
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
@@ -51,9 +49,8 @@ def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
 
 @pytest.fixture
 def host(tmp_path: Path) -> dict[str, str]:
-    dev = make_dev_tree(tmp_path / "dev", ["nvidia0", "nvidia3", "nvidiactl", "nvidia-uvm"])
-    sysfs = make_sysfs(tmp_path / "sys", {"0000:3b:00.0": 0, "0000:af:00.0": 1})
-    return {"dev_root": str(dev), "sysfs_root": str(sysfs)}
+    return fake_host(tmp_path, ["nvidia0", "nvidia3", "nvidiactl", "nvidia-uvm"],
+                     {"0000:3b:00.0": 0, "0000:af:00.0": 1}).options
 
 
 def open_backend(library: Path | None, host: dict[str, str], **options: object) -> NvidiaBackend:
@@ -72,30 +69,6 @@ def backend(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> Iterator[N
 
 def by_id(backend: NvidiaBackend) -> dict[str, base.Device]:
     return {device.id: device for device in backend.devices()}
-
-
-class Watch:
-    """watch_health on a thread; ``changes`` counts its changed() calls."""
-
-    def __init__(self, backend: NvidiaBackend) -> None:
-        self.backend = backend
-        self.changes = threading.Semaphore(0)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=backend.watch_health, args=(self.stop, self.changes.release),
-                                       daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        assert self.changed(), "watch_health never took its first snapshot"
-        return self
-
-    def changed(self) -> bool:
-        return self.changes.acquire(timeout=15)
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=15)
-        assert not self.thread.is_alive()
 
 
 def test_enumerates_gpus_by_uuid(backend: NvidiaBackend, host: dict[str, str]) -> None:

@@ -8,7 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakelib_b import FakeKernel, KubeApiStandIn, PodResourcesStandIn, make_pci_device, pci_dir, vf_bus_id
+from fakecluster import KubeApiStandIn, PodResourcesStandIn
+from fakelib import FakeKernel, make_pci_device, pci_dir, vf_bus_id
 
 from krakenplug.backends import _nodelabels, _sriov
 

@@ -12,8 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakelib_b import (FAKE_STC_SMI, Fixture, compile_fake_library, make_dev_tree, make_pci_device,
-                       expect_change)
+from fakelib import FAKE_STC_SMI, Fixture, Watch, compile_fake_library, make_dev_tree, make_pci_device
 
 from krakenplug import errors, settings
 from krakenplug.backends import base, fallback, open_backend
@@ -231,18 +230,18 @@ def test_the_limit_and_the_mount_are_options(stcml_library: Path, fixture: Fixtu
 
 
 def test_board_status_off_is_unhealthy_and_recovers(backend: StreamComputingBackend, fixture: Fixture) -> None:
-    fixture.update(**{"dev0.board": 1})
+    fixture.update({"dev0.board": 1})
     device = backend.devices()[1]
     assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, "board status off (1)")
 
-    fixture.update(**{"dev0.board": 0})
+    fixture.update({"dev0.board": 0})
     assert backend.devices()[1].healthy
 
 
 def test_a_failing_npu_is_unhealthy_with_the_stcml_code_name(backend: StreamComputingBackend,
                                                              fixture: Fixture) -> None:
     backend.devices()
-    fixture.update(**{"fail.stcmlDevcieGetHandleByPciBusId.1": -4})
+    fixture.update({"fail.stcmlDevcieGetHandleByPciBusId.1": -4})
 
     device = backend.devices()[0]
     assert (device.id, device.uuid) == (BUS0, "UUID-A")  # identity kept
@@ -266,13 +265,13 @@ def test_an_npu_gone_from_the_bus_stays_listed_as_unhealthy(backend: StreamCompu
 
 
 def test_a_hanging_call_is_bounded(backend: StreamComputingBackend, fixture: Fixture) -> None:
-    fixture.update(**{"hang.stcmlDeviceGetBoardStatus.0": 1.0})
+    fixture.update({"hang.stcmlDeviceGetBoardStatus.0": 1.0})
 
     devices = backend.devices()
 
     assert devices[0].healthy
     assert devices[1].health_reason == f"stcmlDeviceGetBoardStatus({BUS1}) did not return within 0.3 s"
-    fixture.update(**{"hang.stcmlDeviceGetBoardStatus.0": None})
+    fixture.remove("hang.stcmlDeviceGetBoardStatus.0")
     assert backend.devices()[1].healthy
 
 
@@ -338,7 +337,7 @@ def test_no_npu_at_all_is_backend_unavailable(tmp_path: Path) -> None:
 
 def test_init_failure_is_backend_unavailable_and_degrades_through_open_backend(
         stcml_library: Path, fixture: Fixture, smi_output: Path, host: tuple[Path, Path], clean_env: None) -> None:
-    fixture.update(init_error=-4)
+    fixture.update({"init_error": -4})
     with pytest.raises(errors.BackendUnavailable, match=r"stcmlInit returned NO_DEVICE \(-4\)"):
         make_backend(host, stcml_library).open()
 
@@ -402,20 +401,14 @@ def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fi
                                                          host: tuple[Path, Path]) -> None:
     backend = make_backend(host, stcml_library, health_poll_interval_seconds=0.05)
     backend.open()
-    stop, changes = threading.Event(), threading.Semaphore(0)
-    watcher = threading.Thread(target=backend.watch_health, args=(stop, changes.release))
-    watcher.start()
     try:
-        assert changes.acquire(timeout=10)  # once at the start
-        fixture.update(**{"dev1.board": 1})
-        expect_change(changes, lambda: not backend.devices()[0].healthy)
-        fixture.update(**{"dev1.board": 0})
-        expect_change(changes, lambda: backend.devices()[0].healthy)
+        with Watch(backend) as watch:
+            fixture.update({"dev1.board": 1})
+            watch.expect_change(lambda: not backend.devices()[0].healthy)
+            fixture.update({"dev1.board": 0})
+            watch.expect_change(lambda: backend.devices()[0].healthy)
     finally:
-        stop.set()
-        watcher.join(10)
         backend.close()
-    assert not watcher.is_alive()
 
 
 def test_cli_devices_json_without_the_library(smi_output: Path, host: tuple[Path, Path]) -> None:
