@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 _BACKEND_TESTS = Path(__file__).resolve().parents[2] / "unit" / "backends"
 
@@ -26,24 +28,37 @@ def _load(name: str) -> ModuleType:
 fakelib = _load("fakelib")
 fakecluster = _load("fakecluster")
 
+CNDEV, DCMI, NVML, STCML, XPUML = fakelib.CNDEV, fakelib.DCMI, fakelib.NVML, fakelib.STCML, fakelib.XPUML
 FAKE_STC_SMI = fakelib.FAKE_STC_SMI
+FakeHost = fakelib.FakeHost
 Fixture = fakelib.Fixture
 KubeApiStandIn = fakecluster.KubeApiStandIn
-compile_fake_library = fakelib.compile_fake_library
-make_dev_tree = fakelib.make_dev_tree
+fake_host = fakelib.fake_host
+fixture_values = fakelib.fixture_values
 make_pci_device = fakelib.make_pci_device
 
 WAIT = 30.0
 
 
-def backend_flags(vendor: str, root: Path, **options: object) -> list[str]:
-    """``krakenplug run`` flags selecting ``vendor`` with the node's fake host trees and ``options``."""
-    flags = ["--backend", vendor]
-    for key, value in {"dev_root": root / "hostdev", "sysfs_root": root / "hostsys", **options}.items():
-        flags += ["--backend-opt", f"{key}={value}"]
-    return flags
+def backend_flags(vendor: str, host: FakeHost, **options: object) -> list[str]:
+    """``krakenplug run`` flags selecting ``vendor`` on the fake ``host`` with ``options``."""
+    return ["--backend", vendor, *fakelib.backend_opt_flags({**host.options, **options})]
 
 
-def container_devices(response) -> list[tuple[str, str]]:
+def container_devices(response: Any) -> list[tuple[str, str]]:
+    """(host path, container path) of the device nodes of a one-container Allocate response."""
     (container,) = response.container_responses
     return [(spec.host_path, spec.container_path) for spec in container.devices]
+
+
+def expect_health_round_trip(kubelet: Any, resource: str, fixture: Fixture, device_id: str, *,
+                             sick: Mapping[str, Any], healthy: Mapping[str, Any] | None) -> None:
+    """The ``sick`` fixture change makes ``device_id`` Unhealthy and no longer allocatable; the ``healthy``
+    one (None: nothing, for a backend that recovers by itself) makes every device allocatable again."""
+    capacity = fixture.values["count"]
+    fixture.update(sick)
+    state = kubelet.wait_for_resource(resource, capacity=capacity, allocatable=capacity - 1, timeout=WAIT)
+    assert state.devices[device_id].health == "Unhealthy"
+    if healthy is not None:
+        fixture.update(healthy)
+    kubelet.wait_for_resource(resource, capacity=capacity, allocatable=capacity, timeout=WAIT)

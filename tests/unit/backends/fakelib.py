@@ -122,6 +122,10 @@ class FakeHost:
     def options(self) -> dict[str, str]:
         return {"dev_root": str(self.dev), "sysfs_root": str(self.sysfs)}
 
+    def node_paths(self, *names: str) -> list[tuple[str, str]]:
+        """(host path, container path) of the device nodes ``names``, as an allocation hands them out."""
+        return [(str(self.dev / name), f"/dev/{name}") for name in names]
+
 
 def fake_host(root: Path, dev_nodes: Iterable[str], numa_by_bus_id: Mapping[str, int] | None = None,
               **pci: int) -> FakeHost:
@@ -222,6 +226,11 @@ class FakeKernel:
 
 
 # -- helpers for the backend tests -----------------------------------------------------------------
+
+
+def backend_opt_flags(options: Mapping[str, object]) -> list[str]:
+    """The krakenplug CLI's ``--backend-opt key=value`` flags for ``options``."""
+    return [flag for key, value in options.items() for flag in ("--backend-opt", f"{key}={value}")]
 
 
 def devices_by_id(backend: Any) -> dict[str, Any]:
