@@ -20,13 +20,19 @@ import dataclasses
 import errno
 import importlib.util
 import os
+import json
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from krakenplug import backends, errors, settings
+from krakenplug.backends import base, fallback
 
 FAKELIBS = Path(__file__).parent / "fakelibs"
 FAKE_STC_SMI = FAKELIBS / "fake-stc-smi"
@@ -265,3 +271,60 @@ class Watch:
         self.stop.set()
         self.thread.join(timeout=15)
         assert not self.thread.is_alive(), "watch_health did not return after stop was set"
+
+
+def expect_bounded_hang(backend: Any, fixture: Fixture, *, hang: str, seconds: float, device_id: str,
+                        reason: str) -> None:
+    """While the ``hang`` key makes a call sleep ``seconds``, the device ``device_id`` is Unhealthy with
+    ``reason`` (the call timed out) and every other device stays healthy; without it, it is healthy again."""
+    fixture.update({hang: seconds})
+    devices = devices_by_id(backend)
+    assert (devices[device_id].health, devices[device_id].health_reason) == (base.Health.UNHEALTHY, reason)
+    assert [other for other, device in devices.items() if other != device_id and not device.healthy] == []
+    fixture.remove(hang)
+    assert devices_by_id(backend)[device_id].healthy  # the same call returns in time again
+
+
+def expect_bounded_sample_hang(backend: Any, fixture: Fixture, device: Any, *, hang: str, seconds: float,
+                               reason: str) -> base.DeviceSample:
+    """While the ``hang`` key makes a metric call sleep, ``sample(device)`` raises DeviceQueryError with
+    ``reason`` and the device is Unhealthy for it; without it, the device is sampled and healthy again.
+    Returns that last sample."""
+    fixture.update({hang: seconds})
+    with pytest.raises(errors.DeviceQueryError, match=re.escape(reason)):
+        backend.sample(device)
+    assert reason in devices_by_id(backend)[device.id].health_reason
+    fixture.remove(hang)
+    sample = backend.sample(device)
+    assert devices_by_id(backend)[device.id].healthy
+    return sample
+
+
+def expect_init_error_handled(vendor: str, options: Mapping[str, object], *, fail_on_init_error: bool,
+                              match: str | None = None) -> None:
+    """``backends.open_backend`` on a library whose init fails: BackendUnavailable (matching ``match``) with
+    ``fail_on_init_error``, otherwise a retrying backend with zero devices."""
+    config = settings.load(overrides={"backend": vendor, "fail_on_init_error": fail_on_init_error,
+                                      "backends": {vendor: dict(options)}})
+    if fail_on_init_error:
+        with pytest.raises(errors.BackendUnavailable, match=match):
+            backends.open_backend(config)
+        return
+    degraded = backends.open_backend(config)
+    try:
+        assert isinstance(degraded, fallback.RetryingBackend)
+        assert list(degraded.devices()) == []
+    finally:
+        degraded.close()
+
+
+def devices_json(vendor: str, **options: object) -> list[dict[str, Any]]:
+    """The rows of ``krakenplug devices --backend <vendor> --json`` with ``options``, run as its own process
+    without KRAKENPLUG_* or NODE_NAME in its environment (the fixture variables stay)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("KRAKENPLUG_") and key != "NODE_NAME"}
+    result = subprocess.run([sys.executable, "-m", "krakenplug", "devices", "--backend", vendor, "--json",
+                             *backend_opt_flags(options)],
+                            check=False, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -2,76 +2,76 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakelib import Fixture, compile_fake_library, fake_host
+from fakelib import (
+    CNDEV,
+    FakeHost,
+    Fixture,
+    Watch,
+    devices_by_id,
+    devices_json,
+    expect_bounded_hang,
+    expect_bounded_sample_hang,
+    expect_init_error_handled,
+    fake_host,
+    fixture_values,
+)
 
-from krakenplug import backends, errors, settings
+from krakenplug import errors
 from krakenplug.backends import base
 from krakenplug.backends.cambricon import CambriconBackend, CambriconOptions
 
 UUID0 = "5a8b31c5-0f53-4a40-9a47-7b4e2c9d0e11"
 UUID1 = "6c2d7e90-1b3a-4f8e-8d2c-1a2b3c4d5e6f"
 UUID2 = "7f1e2d3c-4b5a-4968-8776-655443322110"
-BASE_FIXTURE = {
-    "count": 3, "driver_version": "5.10.22",
-    "dev0.uuid": UUID0, "dev0.name": "MLU370-X8", "dev0.bus_id": "0000:39:00.0", "dev0.memory_total_mb": 24576,
-    "dev0.memory_used_mb": 1024, "dev0.util": 63, "dev0.power_w": 106, "dev0.temp_chip": 47,
-    "dev1.uuid": UUID1, "dev1.name": "MLU370-X8", "dev1.bus_id": "0000:3d:00.0", "dev1.minor": 1,
-    "dev2.uuid": UUID2, "dev2.name": "MLU590-M9", "dev2.bus_id": "0000:81:00.0", "dev2.minor": 2,
-    "dev2.memory_total_mb": 81920, "dev2.numa": 1,
-}
+BASE_FIXTURE = fixture_values([
+    {"uuid": UUID0, "name": "MLU370-X8", "bus_id": "0000:39:00.0", "memory_total_mb": 24576, "memory_used_mb": 1024,
+     "util": 63, "power_w": 106, "temp_chip": 47},
+    {"uuid": UUID1, "name": "MLU370-X8", "bus_id": "0000:3d:00.0", "minor": 1},
+    {"uuid": UUID2, "name": "MLU590-M9", "bus_id": "0000:81:00.0", "minor": 2, "memory_total_mb": 81920, "numa": 1},
+], driver_version="5.10.22")
 
 
 @pytest.fixture(scope="session")
 def libcndev(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_cndev.c", "libcndev.so", fakelib_dir / "cndev")
+    return CNDEV.build(fakelib_dir / "cndev")
 
 
 @pytest.fixture(scope="session")
 def libcndev_minimal(fakelib_dir: Path) -> Path:
-    omitted = ["cndevGetTemperatureInfo", "cndevGetDevicePowerInfo", "cndevDeviceGetMinorNumber"]
-    return compile_fake_library("fake_cndev.c", "libcndev.so", fakelib_dir / "cndev-minimal",
-                                defines=[f"OMIT_{name}" for name in omitted])
+    return CNDEV.build(fakelib_dir / "cndev-minimal",
+                       omit=["cndevGetTemperatureInfo", "cndevGetDevicePowerInfo", "cndevDeviceGetMinorNumber"])
 
 
 @pytest.fixture
 def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
-    path = tmp_path / "cndev.fixture"
-    monkeypatch.setenv("FAKE_CNDEV_FIXTURE", str(path))
-    return Fixture(path, BASE_FIXTURE)
+    return CNDEV.fixture(tmp_path / "cndev.fixture", BASE_FIXTURE, monkeypatch)
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> dict[str, str]:
+def host(tmp_path: Path) -> FakeHost:
     return fake_host(tmp_path, ["cambricon_dev0", "cambricon_ipcm0", "cambricon_dev1", "cambricon_dev2",
-                                "cambricon_ctl"], {"0000:39:00.0": 0, "0000:3d:00.0": 0}).options
+                                "cambricon_ctl"], {"0000:39:00.0": 0, "0000:3d:00.0": 0})
 
 
-def open_backend(library: Path, host: dict[str, str], **options: object) -> CambriconBackend:
-    backend = CambriconBackend(CambriconOptions(library_path=str(library), **host, **options), node_name="n1")
+def open_backend(library: Path, host: FakeHost, **options: object) -> CambriconBackend:
+    backend = CambriconBackend(CambriconOptions(library_path=str(library), **host.options, **options),
+                               node_name="n1")
     backend.open()
     return backend
 
 
 @pytest.fixture
-def backend(libcndev: Path, fixture: Fixture, host: dict[str, str]) -> CambriconBackend:
+def backend(libcndev: Path, fixture: Fixture, host: FakeHost) -> Iterator[CambriconBackend]:
     opened = open_backend(libcndev, host, call_timeout_seconds=2.0)
     yield opened
     opened.close()
 
 
-def by_id(backend: CambriconBackend) -> dict[str, base.Device]:
-    return {device.id: device for device in backend.devices()}
-
-
-def test_enumerates_mlus_by_uuid(backend: CambriconBackend, host: dict[str, str]) -> None:
+def test_enumerates_mlus_by_uuid(backend: CambriconBackend, host: FakeHost) -> None:
     devices = backend.devices()
     assert [(d.id, d.index, d.model, d.memory_total_mb, d.numa_node, d.pci_bus_id) for d in devices] == [
         (f"MLU-{UUID0}", 0, "MLU370-X8", 24576, 0, "0000:39:00.0"),
@@ -80,13 +80,12 @@ def test_enumerates_mlus_by_uuid(backend: CambriconBackend, host: dict[str, str]
     ]
     assert all(d.vendor == "cambricon" and d.healthy and d.resource == "krakenplug.pcl.ac.cn/cambricon"
                for d in devices)
-    dev_root = host["dev_root"]
-    assert [(n.host_path, n.container_path) for n in devices[0].device_nodes] == [
-        (f"{dev_root}/cambricon_dev0", "/dev/cambricon_dev0"), (f"{dev_root}/cambricon_ipcm0", "/dev/cambricon_ipcm0")]
+    assert [(n.host_path, n.container_path) for n in devices[0].device_nodes] == host.node_paths(
+        "cambricon_dev0", "cambricon_ipcm0")
     assert [n.container_path for n in devices[1].device_nodes] == ["/dev/cambricon_dev1"]  # no ipcm1 on this host
 
 
-def test_older_library_negotiates_struct_version_5(libcndev: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_older_library_negotiates_struct_version_5(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
     fixture.update({"api_version": 5})
     backend = open_backend(libcndev, host)
     assert [d.id for d in backend.devices()] == [f"MLU-{UUID0}", f"MLU-{UUID1}", f"MLU-{UUID2}"]
@@ -95,13 +94,13 @@ def test_older_library_negotiates_struct_version_5(libcndev: Path, fixture: Fixt
 
 
 def test_allocate_hands_out_device_files_control_node_and_indexes(backend: CambriconBackend,
-                                                                   host: dict[str, str]) -> None:
+                                                                   host: FakeHost) -> None:
     devices = backend.devices()
     allocation = backend.allocate([devices[0], devices[2]])
     assert allocation.envs == {"CAMBRICON_VISIBLE_DEVICES": "0,2"}
     assert [n.container_path for n in allocation.device_nodes] == [
         "/dev/cambricon_dev0", "/dev/cambricon_ipcm0", "/dev/cambricon_dev2", "/dev/cambricon_ctl"]
-    assert allocation.device_nodes[-1].host_path == f"{host['dev_root']}/cambricon_ctl"
+    assert allocation.device_nodes[-1].host_path == str(host.dev / "cambricon_ctl")
 
 
 def test_samples(backend: CambriconBackend) -> None:
@@ -112,45 +111,36 @@ def test_samples(backend: CambriconBackend) -> None:
 
 def test_health_state_marks_unhealthy_and_recovers(backend: CambriconBackend, fixture: Fixture) -> None:
     fixture.update({"dev1.health": 0, "dev1.device_state": 0})
-    sick = by_id(backend)[f"MLU-{UUID1}"]
+    sick = devices_by_id(backend)[f"MLU-{UUID1}"]
     assert sick.health is base.Health.UNHEALTHY
     assert sick.health_reason == "cndev health 0 (device state IN_PROBLEM, driver state 4)"
     fixture.update({"dev1.health": 1, "dev1.device_state": 1})
-    assert by_id(backend)[f"MLU-{UUID1}"].healthy
+    assert devices_by_id(backend)[f"MLU-{UUID1}"].healthy
 
 
 def test_failed_query_keeps_identity_and_names_the_code(backend: CambriconBackend, fixture: Fixture) -> None:
     backend.devices()
     fixture.update({"dev2.fail": 18})
-    lost = by_id(backend)[f"MLU-{UUID2}"]
+    lost = devices_by_id(backend)[f"MLU-{UUID2}"]
     assert (lost.health, lost.model, lost.index) == (base.Health.UNHEALTHY, "MLU590-M9", 2)
     assert "CNDEV_ERROR_IN_PROBLEM (18)" in lost.health_reason
     fixture.remove("dev2.fail")
-    assert by_id(backend)[f"MLU-{UUID2}"].healthy
+    assert devices_by_id(backend)[f"MLU-{UUID2}"].healthy
 
 
-def test_watch_health_reports_changes_both_ways(libcndev: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_watch_health_reports_changes_both_ways(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libcndev, host, health_poll_interval_seconds=0.05)
-    changes = threading.Semaphore(0)
-    stop = threading.Event()
-    watcher = threading.Thread(target=backend.watch_health, args=(stop, changes.release), daemon=True)
-    watcher.start()
     try:
-        assert changes.acquire(timeout=10)  # first snapshot taken
-        fixture.update({"dev0.health": 0})
-        assert changes.acquire(timeout=10)
-        assert not by_id(backend)[f"MLU-{UUID0}"].healthy
-        fixture.update({"dev0.health": 1})
-        assert changes.acquire(timeout=10)
-        assert by_id(backend)[f"MLU-{UUID0}"].healthy
+        with Watch(backend) as watch:
+            fixture.update({"dev0.health": 0})
+            watch.expect_change(lambda: not devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
+            fixture.update({"dev0.health": 1})
+            watch.expect_change(lambda: devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
     finally:
-        stop.set()
-        watcher.join(timeout=10)
         backend.close()
-    assert not watcher.is_alive()
 
 
-def test_missing_symbols_read_as_not_offered(libcndev_minimal: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_missing_symbols_read_as_not_offered(libcndev_minimal: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libcndev_minimal, host)
     devices = backend.devices()
     assert [n.container_path for n in devices[1].device_nodes] == ["/dev/cambricon_dev1"]  # numbered by index
@@ -165,63 +155,41 @@ def test_driver_version(backend: CambriconBackend) -> None:
 
 
 def test_init_failure_is_unavailable_with_the_code_name(libcndev: Path, fixture: Fixture,
-                                                        host: dict[str, str]) -> None:
+                                                        host: FakeHost) -> None:
     fixture.update({"init_error": 1})
     with pytest.raises(errors.BackendUnavailable, match=r"cndevInit failed: CNDEV_ERROR_NO_DRIVER \(1\)"):
         open_backend(libcndev, host)
 
 
 @pytest.mark.parametrize("fail_on_init_error", [False, True])
-def test_open_backend_degrades_or_fails_on_init_error(libcndev: Path, fixture: Fixture, host: dict[str, str],
+def test_open_backend_degrades_or_fails_on_init_error(libcndev: Path, fixture: Fixture, host: FakeHost,
                                                       clean_env: None, fail_on_init_error: bool) -> None:
     fixture.update({"init_error": 2})
-    config = settings.load(overrides={"backend": "cambricon", "fail_on_init_error": fail_on_init_error,
-                                      "backends": {"cambricon": {"library_path": str(libcndev), **host}}})
-    if fail_on_init_error:
-        with pytest.raises(errors.BackendUnavailable, match="CNDEV_ERROR_LOW_DRIVER_VERSION"):
-            backends.open_backend(config)
-        return
-    degraded = backends.open_backend(config)
-    assert list(degraded.devices()) == []
-    degraded.close()
+    expect_init_error_handled("cambricon", {"library_path": str(libcndev), **host.options},
+                              fail_on_init_error=fail_on_init_error, match="CNDEV_ERROR_LOW_DRIVER_VERSION")
 
 
 def test_hanging_health_call_is_bounded_and_marks_only_that_mlu(libcndev: Path, fixture: Fixture,
-                                                                host: dict[str, str]) -> None:
+                                                                host: FakeHost) -> None:
     backend = open_backend(libcndev, host, call_timeout_seconds=0.3)
     backend.devices()
-    fixture.update({"hang.cndevGetCardHealthState.0": 3})
-    devices = by_id(backend)
-    assert devices[f"MLU-{UUID0}"].health_reason == "cndevGetCardHealthState(device 0) did not return within 0.3 s"
-    assert devices[f"MLU-{UUID1}"].healthy and devices[f"MLU-{UUID2}"].healthy
-    fixture.remove("hang.cndevGetCardHealthState.0")
-    assert by_id(backend)[f"MLU-{UUID0}"].healthy
+    expect_bounded_hang(backend, fixture, hang="hang.cndevGetCardHealthState.0", seconds=3, device_id=f"MLU-{UUID0}",
+                        reason="cndevGetCardHealthState(device 0) did not return within 0.3 s")
     backend.close()
 
 
 def test_hanging_sample_marks_the_mlu_until_the_call_returns_in_time(libcndev: Path, fixture: Fixture,
-                                                                      host: dict[str, str]) -> None:
+                                                                      host: FakeHost) -> None:
     backend = open_backend(libcndev, host, call_timeout_seconds=0.3)
-    device = backend.devices()[1]
-    fixture.update({"hang.cndevGetDevicePowerInfo.1": 3})
-    with pytest.raises(errors.DeviceQueryError, match=r"cndevGetDevicePowerInfo\(device 1\) did not return"):
-        backend.sample(device)
-    assert "cndevGetDevicePowerInfo(device 1) did not return within 0.3 s" in by_id(backend)[device.id].health_reason
-    fixture.remove("hang.cndevGetDevicePowerInfo.1")
-    assert backend.sample(device).power_watts == 106.0
-    assert by_id(backend)[device.id].healthy
+    recovered = expect_bounded_sample_hang(backend, fixture, backend.devices()[1],
+                                           hang="hang.cndevGetDevicePowerInfo.1", seconds=3,
+                                           reason="cndevGetDevicePowerInfo(device 1) did not return within 0.3 s")
+    assert recovered.power_watts == 106.0
     backend.close()
 
 
-def test_cli_devices_json(libcndev: Path, fixture: Fixture, host: dict[str, str], clean_env: None) -> None:
-    env = {**os.environ, "FAKE_CNDEV_FIXTURE": str(fixture.path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "krakenplug", "devices", "--backend", "cambricon", "--json",
-         "--backend-opt", f"library_path={libcndev}", "--backend-opt", f"dev_root={host['dev_root']}",
-         "--backend-opt", f"sysfs_root={host['sysfs_root']}"],
-        check=False, capture_output=True, text=True, env=env, timeout=60)
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+def test_cli_devices_json(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
+    rows = devices_json("cambricon", library_path=libcndev, **host.options)
     assert [(r["id"], r["model"], r["numa_node"], r["health"], r["pci_bus_id"]) for r in rows] == [
         (f"MLU-{UUID0}", "MLU370-X8", 0, "Healthy", "0000:39:00.0"),
         (f"MLU-{UUID1}", "MLU370-X8", 0, "Healthy", "0000:3d:00.0"),
@@ -231,6 +199,6 @@ def test_cli_devices_json(libcndev: Path, fixture: Fixture, host: dict[str, str]
 def test_model_name_failure_is_reported_not_papered_over(backend: CambriconBackend, fixture: Fixture) -> None:
     backend.devices()
     fixture.update({"fail.cndevGetCardNameStringByDevId.1": 7})  # the fake then returns NULL
-    device = by_id(backend)[f"MLU-{UUID1}"]
+    device = devices_by_id(backend)[f"MLU-{UUID1}"]
     assert (device.health, device.model) == (base.Health.UNHEALTHY, "MLU370-X8")
     assert device.health_reason == "cndevGetCardNameStringByDevId failed: returned no name"

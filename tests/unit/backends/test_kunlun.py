@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import ctypes
-import json
-import os
-import re
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakecluster import PodResourcesStandIn
-from fakelib import FakeKernel, Fixture, Watch, compile_fake_library, make_dev_tree, make_pci_device, vf_bus_id
+from fakelib import (
+    XPUML,
+    FakeHost,
+    FakeKernel,
+    Fixture,
+    Watch,
+    devices_by_id,
+    devices_json,
+    expect_bounded_hang,
+    expect_bounded_sample_hang,
+    expect_init_error_handled,
+    fake_host,
+    fixture_values,
+    make_dev_tree,
+    make_pci_device,
+    vf_bus_id,
+)
 
-from krakenplug import cli, errors, settings
-from krakenplug.backends import base, create, fallback, open_backend
+from krakenplug import cli, errors
+from krakenplug.backends import base, create
 from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions, xpuml
 
 GIB = 1 << 30
@@ -24,54 +36,44 @@ BUS0, BUS1 = "0000:3b:00.0", "0000:86:00.0"
 
 @pytest.fixture(scope="session")
 def xpuml_library(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_xpuml.c", "libxpuml.so.1", fakelib_dir / "xpuml")
+    return XPUML.build(fakelib_dir / "xpuml")
 
 
 @pytest.fixture(scope="session")
 def minimal_xpuml_library(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_xpuml.c", "libxpuml.so.1", fakelib_dir / "xpuml-minimal",
-                                defines=["OMIT_xpumlDeviceGetName", "OMIT_xpumlDeviceGetMinorNumber", "OMIT_xpumlDeviceGetPowerUsage"])
+    return XPUML.build(fakelib_dir / "xpuml-minimal",
+                       omit=["xpumlDeviceGetName", "xpumlDeviceGetMinorNumber", "xpumlDeviceGetPowerUsage"])
 
 
 @pytest.fixture
 def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
-    monkeypatch.setenv("FAKE_XPUML_FIXTURE", str(tmp_path / "xpuml.fixture"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return Fixture(tmp_path / "xpuml.fixture", {
-        "count": 2, "driver_version": "4.0.25.3",
-        "dev0.serial": "K200SN0001", "dev0.name": "R200", "dev0.bus_id": BUS0, "dev0.minor": 0,
-        "dev0.memory_total": 16 * GIB, "dev0.memory_used": 3 * GIB // 2, "dev0.util": 37, "dev0.temp": 51,
-        "dev0.power_mw": 87500,
-        "dev1.serial": "K200SN0002", "dev1.name": "R300", "dev1.bus_id": BUS1, "dev1.minor": 1,
-        "dev1.memory_total": 32 * GIB,
-    })
+    return XPUML.fixture(tmp_path / "xpuml.fixture", fixture_values([
+        {"serial": "K200SN0001", "name": "R200", "bus_id": BUS0, "minor": 0, "memory_total": 16 * GIB,
+         "memory_used": 3 * GIB // 2, "util": 37, "temp": 51, "power_mw": 87500},
+        {"serial": "K200SN0002", "name": "R300", "bus_id": BUS1, "minor": 1, "memory_total": 32 * GIB},
+    ], driver_version="4.0.25.3"), monkeypatch)
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> tuple[Path, Path]:
-    dev = make_dev_tree(tmp_path / "dev", ["xpu0", "xpu1", "xpuctrl", "null"])
-    sysfs = tmp_path / "sys"
-    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0)
-    make_pci_device(sysfs, BUS1, vendor=0x1D22, device=0x3684, numa_node=1)
-    return dev, sysfs
+def host(tmp_path: Path) -> FakeHost:
+    return fake_host(tmp_path, ["xpu0", "xpu1", "xpuctrl", "null"], {BUS0: 0, BUS1: 1}, vendor=0x1D22, device=0x3684)
 
 
-def make_backend(library: Path, host: tuple[Path, Path], **options: object) -> KunlunBackend:
-    dev, sysfs = host
-    return KunlunBackend(KunlunOptions(library_path=str(library), dev_root=str(dev), sysfs_root=str(sysfs),
-                                       **options), node_name="node-a")
+def make_backend(library: Path, host: FakeHost, *, sriov_writer: FakeKernel | None = None,
+                 **options: object) -> KunlunBackend:
+    """A Kunlun backend on the fake host; ``sriov_writer`` replaces the real sysfs writer."""
+    writer = {} if sriov_writer is None else {"sriov_writer": sriov_writer}
+    return KunlunBackend(KunlunOptions(library_path=str(library), **host.options, **options), node_name="node-a",
+                         **writer)
 
 
 @pytest.fixture
-def backend(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path]):
+def backend(xpuml_library: Path, fixture: Fixture, host: FakeHost) -> Iterator[KunlunBackend]:
     backend = make_backend(xpuml_library, host, call_timeout_seconds=0.3)
     backend.open()
     yield backend
     backend.close()
-
-
-def by_id(backend: KunlunBackend) -> dict[str, base.Device]:
-    return {device.id: device for device in backend.devices()}
 
 
 def test_struct_layouts_match_the_128_byte_xpuml_structs() -> None:
@@ -80,19 +82,18 @@ def test_struct_layouts_match_the_128_byte_xpuml_structs() -> None:
 
 
 def test_devices_are_enumerated_with_identity_memory_numa_and_nodes(backend: KunlunBackend,
-                                                                    host: tuple[Path, Path]) -> None:
-    dev, _ = host
+                                                                    host: FakeHost) -> None:
     devices = backend.devices()
 
     assert [(d.id, d.index, d.model, d.memory_total_mb, d.numa_node, d.pci_bus_id) for d in devices] == [
         ("K200SN0001", 0, "R200", 16384, 0, BUS0), ("K200SN0002", 1, "R300", 32768, 1, BUS1)]
     assert all(d.vendor == "kunlun" and d.resource == "baidu.com/xpu" and d.healthy for d in devices)
-    assert devices[1].device_nodes == (base.DeviceNode(str(dev / "xpu1"), "/dev/xpu1"),)
+    assert devices[1].device_nodes == (base.DeviceNode(str(host.dev / "xpu1"), "/dev/xpu1"),)
     assert devices[0].uuid == "K200SN0001"
     assert backend.driver_version() == "4.0.25.3"
 
 
-def test_per_model_resource_names(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path]) -> None:
+def test_per_model_resource_names(xpuml_library: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = make_backend(xpuml_library, host, resources=[{"name": "baidu.com/xpu-r300", "models": ["R3*"]}])
     backend.open()
     try:
@@ -109,13 +110,12 @@ def test_samples_convert_bytes_to_mb_and_milliwatts_to_watts(backend: KunlunBack
 
 
 def test_allocate_gives_the_device_nodes_the_control_node_and_the_indexes(backend: KunlunBackend,
-                                                                          host: tuple[Path, Path]) -> None:
-    dev, _ = host
+                                                                          host: FakeHost) -> None:
     allocation = backend.allocate(backend.devices())
 
     assert allocation.envs == {"XPU_VISIBLE_DEVICES": "0,1"}
-    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == [
-        (str(dev / "xpu0"), "/dev/xpu0"), (str(dev / "xpu1"), "/dev/xpu1"), (str(dev / "xpuctrl"), "/dev/xpuctrl")]
+    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == host.node_paths(
+        "xpu0", "xpu1", "xpuctrl")
 
 
 @pytest.mark.parametrize("state, reason", [(207, "device state ERROR (207)"), (205, "device state IN_RESET (205)"),
@@ -124,11 +124,11 @@ def test_allocate_gives_the_device_nodes_the_control_node_and_the_indexes(backen
 def test_a_bad_state_makes_the_device_unhealthy_and_it_recovers(backend: KunlunBackend, fixture: Fixture,
                                                                 state: int, reason: str) -> None:
     fixture.update({"dev1.state": state})
-    device = by_id(backend)["K200SN0002"]
+    device = devices_by_id(backend)["K200SN0002"]
     assert (device.health, device.health_reason) == (base.Health.UNHEALTHY, reason)
 
     fixture.update({"dev1.state": 201})
-    assert by_id(backend)["K200SN0002"].healthy
+    assert devices_by_id(backend)["K200SN0002"].healthy
 
 
 def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend: KunlunBackend,
@@ -136,13 +136,13 @@ def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend:
     backend.devices()
     fixture.update({"fail.xpumlDeviceGetSerial.1": 15})
 
-    device = by_id(backend)["K200SN0002"]
+    device = devices_by_id(backend)["K200SN0002"]
     assert device.health is base.Health.UNHEALTHY
     assert device.health_reason == "xpumlDeviceGetSerial returned XPU_IS_LOST (15)"
     assert (device.model, device.pci_bus_id) == ("R300", BUS1)
 
     fixture.remove("fail.xpumlDeviceGetSerial.1")
-    assert by_id(backend)["K200SN0002"].healthy
+    assert devices_by_id(backend)["K200SN0002"].healthy
 
 
 def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBackend, fixture: Fixture) -> None:
@@ -155,40 +155,26 @@ def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBacke
                for d in devices)
 
 
-def test_a_missing_device_node_makes_the_device_unhealthy(backend: KunlunBackend, host: tuple[Path, Path]) -> None:
-    dev, _ = host
-    (dev / "xpu0").unlink()
-    device = by_id(backend)["K200SN0001"]
-    assert device.health_reason == f"device node {dev / 'xpu0'} is missing"
-    assert backend.allocate([device]).device_nodes == (base.DeviceNode(str(dev / "xpuctrl"), "/dev/xpuctrl"),)
+def test_a_missing_device_node_makes_the_device_unhealthy(backend: KunlunBackend, host: FakeHost) -> None:
+    (host.dev / "xpu0").unlink()
+    device = devices_by_id(backend)["K200SN0001"]
+    assert device.health_reason == f"device node {host.dev / 'xpu0'} is missing"
+    assert backend.allocate([device]).device_nodes == (base.DeviceNode(str(host.dev / "xpuctrl"), "/dev/xpuctrl"),)
 
 
 def test_a_hanging_call_is_bounded_and_marks_only_that_device(backend: KunlunBackend, fixture: Fixture) -> None:
-    fixture.update({"hang.xpumlDeviceGetState.1": 1.0})
-
-    devices = by_id(backend)
-
-    assert devices["K200SN0001"].healthy
-    assert devices["K200SN0002"].health_reason == "xpumlDeviceGetState(1) did not return within 0.3 s"
-    fixture.remove("hang.xpumlDeviceGetState.1")
-    assert by_id(backend)["K200SN0002"].healthy
+    expect_bounded_hang(backend, fixture, hang="hang.xpumlDeviceGetState.1", seconds=1.0, device_id="K200SN0002",
+                        reason="xpumlDeviceGetState(1) did not return within 0.3 s")
 
 
 def test_a_hanging_sample_marks_the_device_unhealthy_until_it_answers(backend: KunlunBackend,
                                                                       fixture: Fixture) -> None:
-    device = backend.devices()[0]
-    fixture.update({"hang.xpumlDeviceGetPowerUsage.0": 1.0})
-    with pytest.raises(errors.DeviceQueryError, match=r"xpumlDeviceGetPowerUsage\(0\) did not return within 0.3 s"):
-        backend.sample(device)
-    assert "xpumlDeviceGetPowerUsage(0) did not return" in by_id(backend)["K200SN0001"].health_reason
-
-    fixture.remove("hang.xpumlDeviceGetPowerUsage.0")
-    backend.sample(device)
-    assert by_id(backend)["K200SN0001"].healthy
+    expect_bounded_sample_hang(backend, fixture, backend.devices()[0], hang="hang.xpumlDeviceGetPowerUsage.0",
+                               seconds=1.0, reason="xpumlDeviceGetPowerUsage(0) did not return within 0.3 s")
 
 
 def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Path, fixture: Fixture,
-                                                       host: tuple[Path, Path]) -> None:
+                                                       host: FakeHost) -> None:
     fixture.update({"dev0.minor": 7, "dev0.model_id": 3, "dev1.model_id": 77})
     backend = make_backend(minimal_xpuml_library, host)
     backend.open()
@@ -210,44 +196,37 @@ def test_an_unsupported_metric_is_none(backend: KunlunBackend, fixture: Fixture)
 
 
 def test_init_failure_is_backend_unavailable_with_the_code_name(xpuml_library: Path, fixture: Fixture,
-                                                                host: tuple[Path, Path]) -> None:
+                                                                host: FakeHost) -> None:
     fixture.update({"init_error": 9})
     backend = make_backend(xpuml_library, host)
     with pytest.raises(errors.BackendUnavailable, match=r"xpumlInit returned DRIVER_NOT_LOADED \(9\).*modprobe kunlun"):
         backend.open()
 
 
-def test_a_missing_library_lists_what_was_tried(tmp_path: Path, host: tuple[Path, Path]) -> None:
+def test_a_missing_library_lists_what_was_tried(tmp_path: Path, host: FakeHost) -> None:
     backend = make_backend(tmp_path / "nowhere" / "libxpuml.so.1", host)
     with pytest.raises(errors.BackendUnavailable, match=r"Kunlunxin XPUML.*nowhere/libxpuml.so.1: no such file"):
         backend.open()
 
 
 def test_through_open_backend_init_failure_degrades_to_zero_devices_or_raises(
-        xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path], clean_env: None) -> None:
+        xpuml_library: Path, fixture: Fixture, host: FakeHost, clean_env: None) -> None:
     fixture.update({"init_error": 9})
-    dev, sysfs = host
-    options = {"library_path": str(xpuml_library), "dev_root": str(dev), "sysfs_root": str(sysfs)}
-
-    degraded = open_backend(settings.load(overrides={"backend": "kunlun", "backends": {"kunlun": options}}))
-    assert isinstance(degraded, fallback.RetryingBackend) and list(degraded.devices()) == []
-
-    strict = settings.load(overrides={"backend": "kunlun", "fail_on_init_error": True,
-                                      "backends": {"kunlun": options}})
-    with pytest.raises(errors.BackendUnavailable):
-        open_backend(strict)
+    options = {"library_path": str(xpuml_library), **host.options}
+    expect_init_error_handled("kunlun", options, fail_on_init_error=False)
+    expect_init_error_handled("kunlun", options, fail_on_init_error=True)
 
 
 def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fixture: Fixture,
-                                                         host: tuple[Path, Path]) -> None:
+                                                         host: FakeHost) -> None:
     backend = make_backend(xpuml_library, host, health_poll_interval_seconds=0.05)
     backend.open()
     try:
         with Watch(backend) as watch:
             fixture.update({"dev0.state": 207})
-            watch.expect_change(lambda: not by_id(backend)["K200SN0001"].healthy)
+            watch.expect_change(lambda: not devices_by_id(backend)["K200SN0001"].healthy)
             fixture.update({"dev0.state": 201})
-            watch.expect_change(lambda: by_id(backend)["K200SN0001"].healthy)
+            watch.expect_change(lambda: devices_by_id(backend)["K200SN0001"].healthy)
     finally:
         backend.close()
 
@@ -266,29 +245,24 @@ def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
     """What the kunlun driver does when VFs appear: XPUML lists the PF (as R200-PF) and each VF."""
 
     def on_change(pf: str, vfs: list[str]) -> None:
-        values = {key: value for key, value in fixture.values.items() if not re.match(r"dev\d+\.", key)}
-        listed = [(BUS0, "R200-PF" if vfs else "R200", "K200SN0001")]
-        listed += [(vf, "R200-VF-8G", "K200SN0001") for vf in vfs]
-        for index, (bus_id, name, serial) in enumerate(listed):
-            values.update({f"dev{index}.bus_id": bus_id, f"dev{index}.name": name, f"dev{index}.serial": serial,
-                           f"dev{index}.minor": minors.get(bus_id, index), f"dev{index}.memory_total": 8 * GIB})
-        values["count"] = len(listed)
-        fixture.write(values)
+        listed = [(BUS0, "R200-PF" if vfs else "R200")] + [(vf, "R200-VF-8G") for vf in vfs]
+        fixture.replace_devices([{"bus_id": bus_id, "name": name, "serial": "K200SN0001",
+                                  "minor": minors.get(bus_id, index), "memory_total": 8 * GIB}
+                                 for index, (bus_id, name) in enumerate(listed)])
 
     return on_change
 
 
-def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path],
+def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fixture, host: FakeHost,
                                                 short_tmp: Path) -> None:
-    dev, sysfs = host
-    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
-    make_dev_tree(dev, ["xpu4", "xpu5"])
+    make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    make_dev_tree(host.dev, ["xpu4", "xpu5"])
     fixture.update({"count": 1})
-    kernel = FakeKernel(sysfs, on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
+    kernel = FakeKernel(host.sysfs,
+                        on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
     pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
-    backend = KunlunBackend(KunlunOptions(library_path=str(xpuml_library), dev_root=str(dev), sysfs_root=str(sysfs),
-                                          sriov_num_vfs=2, pod_resources_socket=str(short_tmp / "pr.sock")),
-                            node_name="node-a", sriov_writer=kernel)
+    backend = make_backend(xpuml_library, host, sriov_writer=kernel, sriov_num_vfs=2,
+                           pod_resources_socket=str(pod_resources.socket_path))
     try:
         backend.open()
         devices = backend.devices()
@@ -305,16 +279,14 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fi
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 
 
-def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, host: tuple[Path, Path],
+def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, host: FakeHost,
                                       short_tmp: Path) -> None:
-    dev, sysfs = host
-    make_pci_device(sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
-    kernel = FakeKernel(sysfs)
+    make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    kernel = FakeKernel(host.sysfs)
     pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
     pod_resources.allocations[("trainer", "baidu.com/xpu")] = ["K200SN0001"]
-    backend = KunlunBackend(KunlunOptions(library_path=str(xpuml_library), dev_root=str(dev), sysfs_root=str(sysfs),
-                                          sriov_num_vfs=2, pod_resources_socket=str(short_tmp / "pr.sock")),
-                            node_name="node-a", sriov_writer=kernel)
+    backend = make_backend(xpuml_library, host, sriov_writer=kernel, sriov_num_vfs=2,
+                           pod_resources_socket=str(pod_resources.socket_path))
     try:
         backend.open()
         ids = [d.id for d in backend.devices()]
@@ -338,17 +310,8 @@ def test_the_sriov_num_vfs_flag_reaches_the_backend_options(clean_env: None) -> 
 
 
 def test_cli_devices_json_against_the_fake_library(xpuml_library: Path, fixture: Fixture,
-                                                   host: tuple[Path, Path]) -> None:
-    dev, sysfs = host
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KRAKENPLUG_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "krakenplug", "devices", "--backend", "kunlun", "--json",
-         "--backend-opt", f"library_path={xpuml_library}", "--backend-opt", f"dev_root={dev}",
-         "--backend-opt", f"sysfs_root={sysfs}"],
-        capture_output=True, text=True, env=env, timeout=60)
-
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+                                                   host: FakeHost) -> None:
+    rows = devices_json("kunlun", library_path=xpuml_library, **host.options)
     assert [(r["id"], r["model"], r["memory_total_mb"], r["numa_node"], r["health"], r["resource"]) for r in rows] == [
         ("K200SN0001", "R200", 16384, 0, "Healthy", "baidu.com/xpu"),
         ("K200SN0002", "R300", 32768, 1, "Healthy", "baidu.com/xpu")]

@@ -7,7 +7,6 @@ and changes behaviour through the fixture file; the build without some symbols r
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakelib import Fixture, Watch, compile_fake_library, fake_host
+from fakelib import (
+    NVML,
+    FakeHost,
+    Fixture,
+    Watch,
+    devices_by_id,
+    devices_json,
+    expect_bounded_hang,
+    expect_init_error_handled,
+    fake_host,
+    fixture_values,
+)
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
@@ -24,77 +34,65 @@ from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, xid
 
 UUID0 = "GPU-5e1c6f3a-8a4b-4f0e-9d3c-1b2a3c4d5e6f"
 UUID1 = "GPU-9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
-BASE_FIXTURE = {
-    "count": 2, "driver_version": "550.54.15",
-    "dev0.uuid": UUID0, "dev0.name": "NVIDIA H100 80GB HBM3", "dev0.bus_id": "0000:3b:00.0", "dev0.minor": 0,
-    "dev0.memory_total_mb": 81559, "dev0.memory_used_mb": 2048, "dev0.util": 88, "dev0.temp": 61,
-    "dev0.power_mw": 312456,
-    "dev1.uuid": UUID1, "dev1.name": "NVIDIA A100-SXM4-40GB", "dev1.bus_id": "0000:af:00.0", "dev1.minor": 3,
-    "dev1.memory_total_mb": 40960,
-}
+BASE_FIXTURE = fixture_values([
+    {"uuid": UUID0, "name": "NVIDIA H100 80GB HBM3", "bus_id": "0000:3b:00.0", "minor": 0, "memory_total_mb": 81559,
+     "memory_used_mb": 2048, "util": 88, "temp": 61, "power_mw": 312456},
+    {"uuid": UUID1, "name": "NVIDIA A100-SXM4-40GB", "bus_id": "0000:af:00.0", "minor": 3, "memory_total_mb": 40960},
+], driver_version="550.54.15")
 XID_EVENT, DOUBLE_BIT_ECC = 0x8, 0x2
 
 
 @pytest.fixture(scope="session")
 def libnvml(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_nvml.c", "libnvidia-ml.so.1", fakelib_dir / "nvml")
+    return NVML.build(fakelib_dir / "nvml")
 
 
 @pytest.fixture
 def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
-    path = tmp_path / "nvml.fixture"
-    monkeypatch.setenv("FAKE_NVML_FIXTURE", str(path))
-    return Fixture(path, BASE_FIXTURE)
+    return NVML.fixture(tmp_path / "nvml.fixture", BASE_FIXTURE, monkeypatch)
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> dict[str, str]:
+def host(tmp_path: Path) -> FakeHost:
     return fake_host(tmp_path, ["nvidia0", "nvidia3", "nvidiactl", "nvidia-uvm"],
-                     {"0000:3b:00.0": 0, "0000:af:00.0": 1}).options
+                     {"0000:3b:00.0": 0, "0000:af:00.0": 1})
 
 
-def open_backend(library: Path | None, host: dict[str, str], **options: object) -> NvidiaBackend:
+def open_backend(library: Path | None, host: FakeHost, **options: object) -> NvidiaBackend:
     path = {"library_path": str(library)} if library else {}
-    backend = NvidiaBackend(NvidiaOptions(**path, **host, **options), node_name="n1")
+    backend = NvidiaBackend(NvidiaOptions(**path, **host.options, **options), node_name="n1")
     backend.open()
     return backend
 
 
 @pytest.fixture
-def backend(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> Iterator[NvidiaBackend]:
+def backend(libnvml: Path, fixture: Fixture, host: FakeHost) -> Iterator[NvidiaBackend]:
     opened = open_backend(libnvml, host, call_timeout_seconds=2.0)
     yield opened
     opened.close()
 
 
-def by_id(backend: NvidiaBackend) -> dict[str, base.Device]:
-    return {device.id: device for device in backend.devices()}
-
-
-def test_enumerates_gpus_by_uuid(backend: NvidiaBackend, host: dict[str, str]) -> None:
+def test_enumerates_gpus_by_uuid(backend: NvidiaBackend, host: FakeHost) -> None:
     devices = backend.devices()
     assert [(d.id, d.index, d.model, d.memory_total_mb, d.numa_node, d.pci_bus_id) for d in devices] == [
         (UUID0, 0, "NVIDIA H100 80GB HBM3", 81559, 0, "0000:3b:00.0"),  # NVML prints 00000000:3B:00.0
         (UUID1, 1, "NVIDIA A100-SXM4-40GB", 40960, 1, "0000:af:00.0"),
     ]
     assert all(d.vendor == "nvidia" and d.healthy and d.resource == "krakenplug.pcl.ac.cn/nvidia" for d in devices)
-    assert devices[1].device_nodes == (base.DeviceNode(f"{host['dev_root']}/nvidia3", "/dev/nvidia3"),)
+    assert devices[1].device_nodes == (base.DeviceNode(str(host.dev / "nvidia3"), "/dev/nvidia3"),)
 
 
-def test_resource_rules(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_resource_rules(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, resources=[{"name": "nvidia.com/a100", "models": ["*A100*"]}])
     assert [d.resource for d in backend.devices()] == ["krakenplug.pcl.ac.cn/nvidia", "nvidia.com/a100"]
     backend.close()
 
 
-def test_allocate_gives_uuids_and_present_device_files(backend: NvidiaBackend, host: dict[str, str]) -> None:
+def test_allocate_gives_uuids_and_present_device_files(backend: NvidiaBackend, host: FakeHost) -> None:
     allocation = backend.allocate(backend.devices())
     assert allocation.envs == {"NVIDIA_VISIBLE_DEVICES": f"{UUID0},{UUID1}"}
-    dev_root = host["dev_root"]
-    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == [
-        (f"{dev_root}/nvidia0", "/dev/nvidia0"), (f"{dev_root}/nvidia3", "/dev/nvidia3"),
-        (f"{dev_root}/nvidiactl", "/dev/nvidiactl"), (f"{dev_root}/nvidia-uvm", "/dev/nvidia-uvm"),
-    ]  # nvidia-uvm-tools is absent from the fake /dev
+    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == host.node_paths(
+        "nvidia0", "nvidia3", "nvidiactl", "nvidia-uvm")  # nvidia-uvm-tools is absent from the fake /dev
 
 
 def test_samples_convert_units(backend: NvidiaBackend) -> None:
@@ -108,45 +106,45 @@ def test_driver_version(backend: NvidiaBackend) -> None:
 
 
 def test_fatal_xid_marks_its_gpu_until_queries_answer_again(libnvml: Path, fixture: Fixture,
-                                                             host: dict[str, str]) -> None:
+                                                             host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
     with Watch(backend) as watch:
         # The recovery probe (memory + utilization queries) fails until the test lets it succeed.
         fixture.update({"fail.nvmlDeviceGetUtilizationRates.0": 15, "event.1": f"0:{XID_EVENT}:79"})
         assert watch.changed()
-        devices = by_id(backend)
+        devices = devices_by_id(backend)
         assert (devices[UUID0].health, devices[UUID0].health_reason) == (base.Health.UNHEALTHY, "XID 79")
         assert devices[UUID1].healthy
         fixture.remove("fail.nvmlDeviceGetUtilizationRates.0")
         assert watch.changed()  # recovered: queries succeed and no new XID for an interval
-        assert by_id(backend)[UUID0].healthy
+        assert devices_by_id(backend)[UUID0].healthy
     backend.close()
 
 
-def test_ignored_and_non_fatal_events_change_nothing(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_ignored_and_non_fatal_events_change_nothing(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=30)
     with Watch(backend) as watch:
         # Events arrive in sequence order; the change comes from the last one only.
         fixture.update({"event.1": f"0:{XID_EVENT}:43", "event.2": f"0:{DOUBLE_BIT_ECC}:0",
                         "event.3": f"1:{XID_EVENT}:48"})
         assert watch.changed()
-        devices = by_id(backend)
+        devices = devices_by_id(backend)
         assert devices[UUID0].healthy
         assert devices[UUID1].health_reason == "XID 48"
     backend.close()
 
 
-def test_fatal_xids_option_limits_what_acts(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_fatal_xids_option_limits_what_acts(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, fatal_xids=[48], health_poll_interval_seconds=30)
     with Watch(backend) as watch:
         fixture.update({"event.1": f"0:{XID_EVENT}:79", "event.2": f"1:{XID_EVENT}:48"})
         assert watch.changed()
-        devices = by_id(backend)
+        devices = devices_by_id(backend)
         assert devices[UUID0].healthy and devices[UUID1].health_reason == "XID 48"
     backend.close()
 
 
-def test_event_without_device_marks_every_gpu(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_event_without_device_marks_every_gpu(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=30)
     with Watch(backend) as watch:
         fixture.update({"event.1": f"-1:{XID_EVENT}:999"})
@@ -155,7 +153,7 @@ def test_event_without_device_marks_every_gpu(libnvml: Path, fixture: Fixture, h
     backend.close()
 
 
-def test_event_wait_error_marks_all_then_recovers(libnvml: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_event_wait_error_marks_all_then_recovers(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
     with Watch(backend) as watch:
         fixture.update({"fail.nvmlEventSetWait_v2": 999})
@@ -168,65 +166,54 @@ def test_event_wait_error_marks_all_then_recovers(libnvml: Path, fixture: Fixtur
 
 
 def test_health_checks_off_ignores_xids_but_not_failing_queries(libnvml: Path, fixture: Fixture,
-                                                                 host: dict[str, str]) -> None:
+                                                                 host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_checks=False, health_poll_interval_seconds=0.05)
     fixture.update({"event.1": f"0:{XID_EVENT}:79"})
     with Watch(backend) as watch:
         fixture.update({"dev0.fail": 15})
         assert watch.changed()
-        assert "NVML_ERROR_GPU_IS_LOST (15)" in by_id(backend)[UUID0].health_reason
+        assert "NVML_ERROR_GPU_IS_LOST (15)" in devices_by_id(backend)[UUID0].health_reason
         fixture.remove("dev0.fail")
         assert watch.changed()
-        assert by_id(backend)[UUID0].healthy  # the pending XID was never read
+        assert devices_by_id(backend)[UUID0].healthy  # the pending XID was never read
     backend.close()
 
 
 def test_failed_query_keeps_identity_and_recovers(backend: NvidiaBackend, fixture: Fixture) -> None:
     backend.devices()
     fixture.update({"dev1.fail": 15})
-    lost = by_id(backend)[UUID1]
+    lost = devices_by_id(backend)[UUID1]
     assert (lost.health, lost.model, lost.index) == (base.Health.UNHEALTHY, "NVIDIA A100-SXM4-40GB", 1)
     assert lost.health_reason == "nvmlDeviceGetHandleByIndex failed: NVML_ERROR_GPU_IS_LOST (15)"
     fixture.remove("dev1.fail")
-    assert by_id(backend)[UUID1].healthy
+    assert devices_by_id(backend)[UUID1].healthy
 
 
 def test_hanging_call_is_bounded_and_marks_only_that_gpu(libnvml: Path, fixture: Fixture,
-                                                         host: dict[str, str]) -> None:
+                                                         host: FakeHost) -> None:
     backend = open_backend(libnvml, host, call_timeout_seconds=0.3)
     backend.devices()
-    fixture.update({"hang.nvmlDeviceGetMemoryInfo.1": 3})
-    devices = by_id(backend)
-    assert devices[UUID1].health_reason == "nvmlDeviceGetMemoryInfo(device 1) did not return within 0.3 s"
-    assert devices[UUID0].healthy
-    fixture.remove("hang.nvmlDeviceGetMemoryInfo.1")
-    assert by_id(backend)[UUID1].healthy
+    expect_bounded_hang(backend, fixture, hang="hang.nvmlDeviceGetMemoryInfo.1", seconds=3, device_id=UUID1,
+                        reason="nvmlDeviceGetMemoryInfo(device 1) did not return within 0.3 s")
     backend.close()
 
 
 def test_init_failure_is_unavailable_with_the_nvml_error_name(libnvml: Path, fixture: Fixture,
-                                                              host: dict[str, str]) -> None:
+                                                              host: FakeHost) -> None:
     fixture.update({"init_error": 9})
     with pytest.raises(errors.BackendUnavailable, match=r"nvmlInit .* NVML_ERROR_DRIVER_NOT_LOADED \(9\)"):
         open_backend(libnvml, host)
 
 
 @pytest.mark.parametrize("fail_on_init_error", [False, True])
-def test_open_backend_degrades_or_fails_on_init_error(libnvml: Path, fixture: Fixture, host: dict[str, str],
+def test_open_backend_degrades_or_fails_on_init_error(libnvml: Path, fixture: Fixture, host: FakeHost,
                                                       clean_env: None, fail_on_init_error: bool) -> None:
     fixture.update({"init_error": 18})
-    config = settings.load(overrides={"backend": "nvidia", "fail_on_init_error": fail_on_init_error,
-                                      "backends": {"nvidia": {"library_path": str(libnvml), **host}}})
-    if fail_on_init_error:
-        with pytest.raises(errors.BackendUnavailable, match="NVML_ERROR_LIB_RM_VERSION_MISMATCH"):
-            backends.open_backend(config)
-        return
-    degraded = backends.open_backend(config)
-    assert list(degraded.devices()) == []
-    degraded.close()
+    expect_init_error_handled("nvidia", {"library_path": str(libnvml), **host.options},
+                              fail_on_init_error=fail_on_init_error, match="NVML_ERROR_LIB_RM_VERSION_MISMATCH")
 
 
-def test_library_is_found_under_driver_root(libnvml: Path, fixture: Fixture, host: dict[str, str],
+def test_library_is_found_under_driver_root(libnvml: Path, fixture: Fixture, host: FakeHost,
                                             tmp_path: Path) -> None:
     driver_root = tmp_path / "driver"
     with pytest.raises(errors.BackendUnavailable, match="usr/lib64/libnvidia-ml.so.1: no such file"):
@@ -259,27 +246,19 @@ MISSING_SYMBOL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_missing_symbols_read_as_not_offered(fakelib_dir: Path, fixture: Fixture, host: dict[str, str]) -> None:
+def test_missing_symbols_read_as_not_offered(fakelib_dir: Path, fixture: Fixture, host: FakeHost) -> None:
     # Another NVML build cannot be loaded into this process (pynvml keeps the first), so this runs apart.
-    library = compile_fake_library("fake_nvml.c", "libnvidia-ml.so.1", fakelib_dir / "nvml-minimal",
-                                   defines=["OMIT_nvmlDeviceGetPowerUsage", "OMIT_nvmlDeviceGetTemperature"])
-    result = subprocess.run([sys.executable, "-c", MISSING_SYMBOL_SCRIPT, str(library), host["dev_root"],
-                             host["sysfs_root"]], check=False, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "FAKE_NVML_FIXTURE": str(fixture.path)})
+    library = NVML.build(fakelib_dir / "nvml-minimal", omit=["nvmlDeviceGetPowerUsage", "nvmlDeviceGetTemperature"])
+    result = subprocess.run([sys.executable, "-c", MISSING_SYMBOL_SCRIPT, str(library), str(host.dev),
+                             str(host.sysfs)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"utilization_percent": 88.0, "memory_used_mb": 2048.0,
                                          "memory_total_mb": 81559.0, "temperature_celsius": None,
                                          "power_watts": None}
 
 
-def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: dict[str, str], clean_env: None) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "krakenplug", "devices", "--backend", "nvidia", "--json",
-         "--backend-opt", f"library_path={libnvml}", "--backend-opt", f"dev_root={host['dev_root']}",
-         "--backend-opt", f"sysfs_root={host['sysfs_root']}"],
-        check=False, capture_output=True, text=True, timeout=60, env={**os.environ, "FAKE_NVML_FIXTURE": str(fixture.path)})
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
+    rows = devices_json("nvidia", library_path=libnvml, **host.options)
     assert [(r["id"], r["model"], r["memory_total_mb"], r["numa_node"], r["pci_bus_id"], r["health"])
             for r in rows] == [
         (UUID0, "NVIDIA H100 80GB HBM3", 81559, 0, "0000:3b:00.0", "Healthy"),

@@ -3,19 +3,29 @@ stc-smi script; plus the stc-smi parser on sample outputs of HPE 1.7 and 1.9."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakelib import FAKE_STC_SMI, Fixture, Watch, compile_fake_library, make_dev_tree, make_pci_device
+from fakelib import (
+    FAKE_STC_SMI,
+    STCML,
+    FakeHost,
+    Fixture,
+    Watch,
+    devices_json,
+    expect_bounded_hang,
+    expect_init_error_handled,
+    fake_host,
+    fixture_values,
+    make_dev_tree,
+    make_pci_device,
+)
 
-from krakenplug import errors, settings
-from krakenplug.backends import base, fallback, open_backend
+from krakenplug import errors
+from krakenplug.backends import base
 from krakenplug.backends.streamcomputing import StreamComputingBackend, StreamComputingOptions, smi
 
 BUS0, BUS1 = "0000:03:00.0", "0000:65:00.0"
@@ -110,30 +120,26 @@ def test_unexpected_output_is_an_error_naming_the_problem(text: str, problem: st
 
 @pytest.fixture(scope="session")
 def stcml_library(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_stcml.c", "libstcml.so", fakelib_dir / "stcml")
+    return STCML.build(fakelib_dir / "stcml")
 
 
 @pytest.fixture(scope="session")
 def stcml_correct_spelling(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_stcml.c", "libstcml.so", fakelib_dir / "stcml-spelled",
-                                defines=["STC_CORRECT_SPELLING"])
+    return STCML.build(fakelib_dir / "stcml-spelled", defines=["STC_CORRECT_SPELLING"])
 
 
 @pytest.fixture(scope="session")
 def stcml_minimal(fakelib_dir: Path) -> Path:
-    return compile_fake_library("fake_stcml.c", "libstcml.so", fakelib_dir / "stcml-minimal",
-                                defines=["OMIT_stcmlDevcieGetHandleByPciBusId", "OMIT_stcmlDeviceGetPower"])
+    return STCML.build(fakelib_dir / "stcml-minimal", omit=["stcmlDevcieGetHandleByPciBusId", "stcmlDeviceGetPower"])
 
 
 @pytest.fixture
 def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
-    monkeypatch.setenv("FAKE_STCML_FIXTURE", str(tmp_path / "stcml.fixture"))
-    return Fixture(tmp_path / "stcml.fixture", {
-        "count": 2, "driver_version": "1.9.3",
-        # STCML lists the NPUs in the opposite order of the bus: the bus-ID lookup must be used
-        "dev0.bus_id": BUS1, "dev0.index": 1, "dev0.uuid": "UUID-B", "dev0.power": 41.25, "dev0.temp": 35.5,
-        "dev1.bus_id": BUS0, "dev1.index": 0, "dev1.uuid": "UUID-A", "dev1.power": 30.5, "dev1.temp": 31.25,
-    })
+    # STCML lists the NPUs in the opposite order of the bus: the bus-ID lookup must be used
+    return STCML.fixture(tmp_path / "stcml.fixture", fixture_values([
+        {"bus_id": BUS1, "index": 1, "uuid": "UUID-B", "power": 41.25, "temp": 35.5},
+        {"bus_id": BUS0, "index": 0, "uuid": "UUID-A", "power": 30.5, "temp": 31.25},
+    ], driver_version="1.9.3"), monkeypatch)
 
 
 @pytest.fixture
@@ -147,27 +153,25 @@ def smi_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> tuple[Path, Path]:
-    dev = make_dev_tree(tmp_path / "dev", ["stc0", "stc0c0", "stc0c1", "stc0c2", "stc0c3", "stc0ctrl",
-                                           "stc1", "stc1c0", "stc1c1", "stc1ctrl", "null"])
-    sysfs = tmp_path / "sys"
-    make_pci_device(sysfs, BUS0, vendor=0x23E2, device=0x0100, numa_node=0)
-    make_pci_device(sysfs, BUS1, vendor=0x23E2, device=0x0100, numa_node=1)
-    make_pci_device(sysfs, "0000:04:00.0", vendor=0x23E2, device=0x0200)  # not an NPU we know
-    make_pci_device(sysfs, "0000:05:00.0", vendor=0x10DE, device=0x0100)
-    return dev, sysfs
+def host(tmp_path: Path) -> FakeHost:
+    host = fake_host(tmp_path, ["stc0", "stc0c0", "stc0c1", "stc0c2", "stc0c3", "stc0ctrl",
+                                "stc1", "stc1c0", "stc1c1", "stc1ctrl", "null"],
+                     {BUS0: 0, BUS1: 1}, vendor=0x23E2, device=0x0100)
+    make_pci_device(host.sysfs, "0000:04:00.0", vendor=0x23E2, device=0x0200)  # not an NPU we know
+    make_pci_device(host.sysfs, "0000:05:00.0", vendor=0x10DE, device=0x0100)
+    return host
 
 
-def make_backend(host: tuple[Path, Path], library: Path | None, **options: object) -> StreamComputingBackend:
-    dev, sysfs = host
-    library_path = str(library) if library else str(dev.parent / "no-such" / "libstcml.so")
+def make_backend(host: FakeHost, library: Path | None, **options: object) -> StreamComputingBackend:
+    library_path = str(library) if library else str(host.dev.parent / "no-such" / "libstcml.so")
     return StreamComputingBackend(StreamComputingOptions(
-        library_path=library_path, dev_root=str(dev), sysfs_root=str(sysfs), smi_path=str(FAKE_STC_SMI),
-        call_timeout_seconds=0.3, **options), node_name="node-a")
+        library_path=library_path, **host.options, smi_path=str(FAKE_STC_SMI), call_timeout_seconds=0.3,
+        **options), node_name="node-a")
 
 
 @pytest.fixture
-def backend(stcml_library: Path, fixture: Fixture, smi_output: Path, host: tuple[Path, Path]):
+def backend(stcml_library: Path, fixture: Fixture, smi_output: Path,
+            host: FakeHost) -> Iterator[StreamComputingBackend]:
     backend = make_backend(host, stcml_library)
     backend.open()
     yield backend
@@ -175,8 +179,7 @@ def backend(stcml_library: Path, fixture: Fixture, smi_output: Path, host: tuple
 
 
 def test_devices_come_from_the_pci_bus_with_stcml_details(backend: StreamComputingBackend,
-                                                          host: tuple[Path, Path]) -> None:
-    dev, _ = host
+                                                          host: FakeHost) -> None:
     devices = backend.devices()
 
     assert [(d.id, d.index, d.model, d.uuid, d.numa_node, d.memory_total_mb, d.health) for d in devices] == [
@@ -185,7 +188,7 @@ def test_devices_come_from_the_pci_bus_with_stcml_details(backend: StreamComputi
     assert all(d.resource == "streamcomputing.com/npu" and d.vendor == "streamcomputing" for d in devices)
     assert [n.container_path for n in devices[1].device_nodes] == ["/dev/stc1", "/dev/stc1c0", "/dev/stc1c1",
                                                                    "/dev/stc1ctrl"]
-    assert devices[1].device_nodes[0].host_path == str(dev / "stc1")
+    assert devices[1].device_nodes[0].host_path == str(host.dev / "stc1")
     assert backend.driver_version() == "1.9.3"
 
 
@@ -200,14 +203,13 @@ def test_samples_take_temperature_and_power_from_stcml_and_usage_from_stc_smi(
 
 
 def test_allocate_one_npu_with_its_cluster_and_control_nodes_and_the_hpe_mount(
-        backend: StreamComputingBackend, host: tuple[Path, Path]) -> None:
-    dev, _ = host
+        backend: StreamComputingBackend, host: FakeHost) -> None:
     allocation = backend.allocate([backend.devices()[0]])
 
     assert allocation.envs == {"STC_VISIBLE_DEVICES": "0"}
     assert "LD_LIBRARY_PATH" not in allocation.envs
-    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == [
-        (str(dev / name), f"/dev/{name}") for name in ("stc0", "stc0c0", "stc0c1", "stc0c2", "stc0c3", "stc0ctrl")]
+    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == host.node_paths(
+        "stc0", "stc0c0", "stc0c1", "stc0c2", "stc0c3", "stc0ctrl")
     assert allocation.mounts == (base.Mount("/usr/local/hpe", "/usr/local/hpe", read_only=True),)
 
 
@@ -218,7 +220,7 @@ def test_one_npu_per_container_by_default(backend: StreamComputingBackend) -> No
 
 
 def test_the_limit_and_the_mount_are_options(stcml_library: Path, fixture: Fixture, smi_output: Path,
-                                             host: tuple[Path, Path]) -> None:
+                                             host: FakeHost) -> None:
     backend = make_backend(host, stcml_library, max_devices_per_container=None, mount_hpe_runtime=False)
     backend.open()
     try:
@@ -248,35 +250,27 @@ def test_a_failing_npu_is_unhealthy_with_the_stcml_code_name(backend: StreamComp
     assert device.health_reason == "stcmlDevcieGetHandleByPciBusId returned NO_DEVICE (-4)"
 
 
-def test_a_missing_device_node_is_unhealthy(backend: StreamComputingBackend, host: tuple[Path, Path]) -> None:
-    dev, _ = host
-    (dev / "stc1").unlink()
-    assert backend.devices()[1].health_reason == f"device node {dev / 'stc1'} is missing"
+def test_a_missing_device_node_is_unhealthy(backend: StreamComputingBackend, host: FakeHost) -> None:
+    (host.dev / "stc1").unlink()
+    assert backend.devices()[1].health_reason == f"device node {host.dev / 'stc1'} is missing"
 
 
 def test_an_npu_gone_from_the_bus_stays_listed_as_unhealthy(backend: StreamComputingBackend,
-                                                            host: tuple[Path, Path]) -> None:
-    _, sysfs = host
+                                                            host: FakeHost) -> None:
     backend.devices()
-    (sysfs / "bus" / "pci" / "devices" / BUS1 / "vendor").unlink()
+    (host.sysfs / "bus" / "pci" / "devices" / BUS1 / "vendor").unlink()
 
     gone = {d.id: d for d in backend.devices()}[BUS1]
     assert gone.health_reason == "no longer on the PCI bus"
 
 
 def test_a_hanging_call_is_bounded(backend: StreamComputingBackend, fixture: Fixture) -> None:
-    fixture.update({"hang.stcmlDeviceGetBoardStatus.0": 1.0})
-
-    devices = backend.devices()
-
-    assert devices[0].healthy
-    assert devices[1].health_reason == f"stcmlDeviceGetBoardStatus({BUS1}) did not return within 0.3 s"
-    fixture.remove("hang.stcmlDeviceGetBoardStatus.0")
-    assert backend.devices()[1].healthy
+    expect_bounded_hang(backend, fixture, hang="hang.stcmlDeviceGetBoardStatus.0", seconds=1.0, device_id=BUS1,
+                        reason=f"stcmlDeviceGetBoardStatus({BUS1}) did not return within 0.3 s")
 
 
 def test_the_correctly_spelled_bus_id_lookup_is_used_too(stcml_correct_spelling: Path, fixture: Fixture,
-                                                         smi_output: Path, host: tuple[Path, Path]) -> None:
+                                                         smi_output: Path, host: FakeHost) -> None:
     backend = make_backend(host, stcml_correct_spelling)
     backend.open()
     try:
@@ -286,7 +280,7 @@ def test_the_correctly_spelled_bus_id_lookup_is_used_too(stcml_correct_spelling:
 
 
 def test_missing_symbols_fall_back_to_index_order_and_stc_smi(stcml_minimal: Path, fixture: Fixture,
-                                                              smi_output: Path, host: tuple[Path, Path]) -> None:
+                                                              smi_output: Path, host: FakeHost) -> None:
     backend = make_backend(host, stcml_minimal)
     backend.open()
     try:
@@ -301,7 +295,7 @@ def test_missing_symbols_fall_back_to_index_order_and_stc_smi(stcml_minimal: Pat
 
 
 def test_without_stcml_npus_are_served_from_sysfs_and_dev_with_stc_smi_metrics(
-        smi_output: Path, host: tuple[Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+        smi_output: Path, host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     backend = make_backend(host, None)
     backend.open()
@@ -321,7 +315,7 @@ def test_without_stcml_npus_are_served_from_sysfs_and_dev_with_stc_smi_metrics(
 
 def test_without_sysfs_or_stcml_the_dev_nodes_are_the_npus(smi_output: Path, tmp_path: Path) -> None:
     dev = make_dev_tree(tmp_path / "dev", ["stc0", "stc0ctrl", "stc2", "stc2ctrl"])
-    backend = make_backend((dev, tmp_path / "empty-sys"), None)
+    backend = make_backend(FakeHost(dev, tmp_path / "empty-sys"), None)
     backend.open()
     try:
         assert [(d.id, d.index) for d in backend.devices()] == [("stc0", 0), ("stc2", 2)]
@@ -330,30 +324,24 @@ def test_without_sysfs_or_stcml_the_dev_nodes_are_the_npus(smi_output: Path, tmp
 
 
 def test_no_npu_at_all_is_backend_unavailable(tmp_path: Path) -> None:
-    backend = make_backend((make_dev_tree(tmp_path / "dev", ["null"]), tmp_path / "sys"), None)
+    backend = make_backend(FakeHost(make_dev_tree(tmp_path / "dev", ["null"]), tmp_path / "sys"), None)
     with pytest.raises(errors.BackendUnavailable, match="no StreamComputing NPU found"):
         backend.open()
 
 
 def test_init_failure_is_backend_unavailable_and_degrades_through_open_backend(
-        stcml_library: Path, fixture: Fixture, smi_output: Path, host: tuple[Path, Path], clean_env: None) -> None:
+        stcml_library: Path, fixture: Fixture, smi_output: Path, host: FakeHost, clean_env: None) -> None:
     fixture.update({"init_error": -4})
     with pytest.raises(errors.BackendUnavailable, match=r"stcmlInit returned NO_DEVICE \(-4\)"):
         make_backend(host, stcml_library).open()
 
-    dev, sysfs = host
-    options = {"library_path": str(stcml_library), "dev_root": str(dev), "sysfs_root": str(sysfs),
-               "smi_path": str(FAKE_STC_SMI)}
-    degraded = open_backend(settings.load(overrides={"backend": "streamcomputing",
-                                                     "backends": {"streamcomputing": options}}))
-    assert isinstance(degraded, fallback.RetryingBackend) and list(degraded.devices()) == []
-    with pytest.raises(errors.BackendUnavailable):
-        open_backend(settings.load(overrides={"backend": "streamcomputing", "fail_on_init_error": True,
-                                              "backends": {"streamcomputing": options}}))
+    options = {"library_path": str(stcml_library), **host.options, "smi_path": str(FAKE_STC_SMI)}
+    expect_init_error_handled("streamcomputing", options, fail_on_init_error=False)
+    expect_init_error_handled("streamcomputing", options, fail_on_init_error=True)
 
 
 def test_stc_smi_failures_leave_usage_absent(stcml_library: Path, fixture: Fixture, smi_output: Path,
-                                             host: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+                                             host: FakeHost, monkeypatch: pytest.MonkeyPatch,
                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FAKE_STC_SMI_SLEEP", "30")
     backend = make_backend(host, stcml_library, smi_timeout_seconds=0.3)
@@ -398,7 +386,7 @@ def test_a_failing_stc_smi_is_logged_once_and_old_readings_expire(tmp_path: Path
 
 
 def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fixture: Fixture, smi_output: Path,
-                                                         host: tuple[Path, Path]) -> None:
+                                                         host: FakeHost) -> None:
     backend = make_backend(host, stcml_library, health_poll_interval_seconds=0.05)
     backend.open()
     try:
@@ -411,17 +399,9 @@ def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fi
         backend.close()
 
 
-def test_cli_devices_json_without_the_library(smi_output: Path, host: tuple[Path, Path]) -> None:
-    dev, sysfs = host
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KRAKENPLUG_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "krakenplug", "devices", "--backend", "streamcomputing", "--json",
-         "--backend-opt", f"library_path={dev.parent / 'none' / 'libstcml.so'}", "--backend-opt", f"dev_root={dev}",
-         "--backend-opt", f"sysfs_root={sysfs}", "--backend-opt", f"smi_path={FAKE_STC_SMI}"],
-        capture_output=True, text=True, env=env, timeout=60)
-
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
+def test_cli_devices_json_without_the_library(smi_output: Path, host: FakeHost) -> None:
+    rows = devices_json("streamcomputing", library_path=host.dev.parent / "none" / "libstcml.so", **host.options,
+                        smi_path=FAKE_STC_SMI)
     assert [(r["id"], r["index"], r["model"], r["numa_node"], r["memory_total_mb"], r["resource"]) for r in rows] == [
         (BUS0, 0, "STCP920", 0, 16384, "streamcomputing.com/npu"),
         (BUS1, 1, "STCP920", 1, 16384, "streamcomputing.com/npu")]
