@@ -16,6 +16,7 @@ The Kubernetes API and PodResources stand-ins are in fakecluster.py.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import importlib.util
@@ -25,7 +26,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,16 @@ class FakeKernel:
 def backend_opt_flags(options: Mapping[str, object]) -> list[str]:
     """The krakenplug CLI's ``--backend-opt key=value`` flags for ``options``."""
     return [flag for key, value in options.items() for flag in ("--backend-opt", f"{key}={value}")]
+
+
+@contextlib.contextmanager
+def opened(backend: Any) -> Iterator[Any]:
+    """Opens ``backend`` for the ``with`` block and closes it after, whatever happens in the block."""
+    backend.open()
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def devices_by_id(backend: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -147,14 +148,11 @@ def test_listing_failure_and_vanished_npus_stay_listed_unhealthy(backend: Ascend
 
 def test_watch_health_reports_changes_both_ways(libdcmi: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libdcmi, host, health_poll_interval_seconds=0.05)
-    try:
-        with Watch(backend) as watch:  # the first snapshot is taken (and announced once)
-            fixture.update({"dev2.health": 1})
-            watch.expect_change(lambda: not devices_by_id(backend)["Ascend-6"].healthy)
-            fixture.update({"dev2.health": 0})
-            watch.expect_change(lambda: devices_by_id(backend)["Ascend-6"].healthy)
-    finally:
-        backend.close()
+    with closing(backend), Watch(backend) as watch:  # the first snapshot is taken (and announced once)
+        fixture.update({"dev2.health": 1})
+        watch.expect_change(lambda: not devices_by_id(backend)["Ascend-6"].healthy)
+        fixture.update({"dev2.health": 0})
+        watch.expect_change(lambda: devices_by_id(backend)["Ascend-6"].healthy)
 
 
 def test_missing_symbols_fall_back_or_read_as_not_offered(libdcmi_minimal: Path, fixture: Fixture,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -130,14 +131,11 @@ def test_failed_query_keeps_identity_and_names_the_code(backend: CambriconBacken
 
 def test_watch_health_reports_changes_both_ways(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libcndev, host, health_poll_interval_seconds=0.05)
-    try:
-        with Watch(backend) as watch:
-            fixture.update({"dev0.health": 0})
-            watch.expect_change(lambda: not devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
-            fixture.update({"dev0.health": 1})
-            watch.expect_change(lambda: devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
-    finally:
-        backend.close()
+    with closing(backend), Watch(backend) as watch:
+        fixture.update({"dev0.health": 0})
+        watch.expect_change(lambda: not devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
+        fixture.update({"dev0.health": 1})
+        watch.expect_change(lambda: devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
 
 
 def test_missing_symbols_read_as_not_offered(libcndev_minimal: Path, fixture: Fixture, host: FakeHost) -> None:

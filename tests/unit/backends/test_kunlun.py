@@ -23,6 +23,7 @@ from fakelib import (
     fixture_values,
     make_dev_tree,
     make_pci_device,
+    opened,
     vf_bus_id,
 )
 
@@ -95,11 +96,8 @@ def test_devices_are_enumerated_with_identity_memory_numa_and_nodes(backend: Kun
 
 def test_per_model_resource_names(xpuml_library: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = make_backend(xpuml_library, host, resources=[{"name": "baidu.com/xpu-r300", "models": ["R3*"]}])
-    backend.open()
-    try:
+    with opened(backend):
         assert [d.resource for d in backend.devices()] == ["baidu.com/xpu", "baidu.com/xpu-r300"]
-    finally:
-        backend.close()
 
 
 def test_samples_convert_bytes_to_mb_and_milliwatts_to_watts(backend: KunlunBackend) -> None:
@@ -177,12 +175,9 @@ def test_a_missing_symbol_is_not_supported_not_a_crash(minimal_xpuml_library: Pa
                                                        host: FakeHost) -> None:
     fixture.update({"dev0.minor": 7, "dev0.model_id": 3, "dev1.model_id": 77})
     backend = make_backend(minimal_xpuml_library, host)
-    backend.open()
-    try:
+    with opened(backend):
         devices = backend.devices()
         sample = backend.sample(devices[0])
-    finally:
-        backend.close()
 
     assert [d.model for d in devices] == ["R300", "Kunlun model 77"]  # from xpumlDeviceGetAttributes
     assert devices[0].device_nodes[0].container_path == "/dev/xpu0"  # no GetMinorNumber: the index
@@ -220,15 +215,11 @@ def test_through_open_backend_init_failure_degrades_to_zero_devices_or_raises(
 def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fixture: Fixture,
                                                          host: FakeHost) -> None:
     backend = make_backend(xpuml_library, host, health_poll_interval_seconds=0.05)
-    backend.open()
-    try:
-        with Watch(backend) as watch:
-            fixture.update({"dev0.state": 207})
-            watch.expect_change(lambda: not devices_by_id(backend)["K200SN0001"].healthy)
-            fixture.update({"dev0.state": 201})
-            watch.expect_change(lambda: devices_by_id(backend)["K200SN0001"].healthy)
-    finally:
-        backend.close()
+    with opened(backend), Watch(backend) as watch:
+        fixture.update({"dev0.state": 207})
+        watch.expect_change(lambda: not devices_by_id(backend)["K200SN0001"].healthy)
+        fixture.update({"dev0.state": 201})
+        watch.expect_change(lambda: devices_by_id(backend)["K200SN0001"].healthy)
 
 
 def test_close_is_idempotent_and_a_closed_backend_says_so(backend: KunlunBackend) -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,7 @@ def test_driver_version(backend: NvidiaBackend) -> None:
 def test_fatal_xid_marks_its_gpu_until_queries_answer_again(libnvml: Path, fixture: Fixture,
                                                              host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         # The recovery probe (memory + utilization queries) fails until the test lets it succeed.
         fixture.update({"fail.nvmlDeviceGetUtilizationRates.0": 15, "event.1": f"0:{XID_EVENT}:79"})
         assert watch.changed()
@@ -118,12 +119,11 @@ def test_fatal_xid_marks_its_gpu_until_queries_answer_again(libnvml: Path, fixtu
         fixture.remove("fail.nvmlDeviceGetUtilizationRates.0")
         assert watch.changed()  # recovered: queries succeed and no new XID for an interval
         assert devices_by_id(backend)[UUID0].healthy
-    backend.close()
 
 
 def test_ignored_and_non_fatal_events_change_nothing(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=30)
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         # Events arrive in sequence order; the change comes from the last one only.
         fixture.update({"event.1": f"0:{XID_EVENT}:43", "event.2": f"0:{DOUBLE_BIT_ECC}:0",
                         "event.3": f"1:{XID_EVENT}:48"})
@@ -131,52 +131,47 @@ def test_ignored_and_non_fatal_events_change_nothing(libnvml: Path, fixture: Fix
         devices = devices_by_id(backend)
         assert devices[UUID0].healthy
         assert devices[UUID1].health_reason == "XID 48"
-    backend.close()
 
 
 def test_fatal_xids_option_limits_what_acts(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, fatal_xids=[48], health_poll_interval_seconds=30)
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         fixture.update({"event.1": f"0:{XID_EVENT}:79", "event.2": f"1:{XID_EVENT}:48"})
         assert watch.changed()
         devices = devices_by_id(backend)
         assert devices[UUID0].healthy and devices[UUID1].health_reason == "XID 48"
-    backend.close()
 
 
 def test_event_without_device_marks_every_gpu(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=30)
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         fixture.update({"event.1": f"-1:{XID_EVENT}:999"})
         assert watch.changed()
         assert [d.health_reason for d in backend.devices()] == ["XID 999", "XID 999"]
-    backend.close()
 
 
 def test_event_wait_error_marks_all_then_recovers(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         fixture.update({"fail.nvmlEventSetWait_v2": 999})
         assert watch.changed()
         assert {d.health_reason for d in backend.devices()} == {"nvmlEventSetWait_v2 failed: NVML_ERROR_UNKNOWN (999)"}
         fixture.remove("fail.nvmlEventSetWait_v2")
         while not all(d.healthy for d in backend.devices()):
             assert watch.changed(), "the GPUs never recovered after the event set worked again"
-    backend.close()
 
 
 def test_health_checks_off_ignores_xids_but_not_failing_queries(libnvml: Path, fixture: Fixture,
                                                                  host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_checks=False, health_poll_interval_seconds=0.05)
     fixture.update({"event.1": f"0:{XID_EVENT}:79"})
-    with Watch(backend) as watch:
+    with closing(backend), Watch(backend) as watch:
         fixture.update({"dev0.fail": 15})
         assert watch.changed()
         assert "NVML_ERROR_GPU_IS_LOST (15)" in devices_by_id(backend)[UUID0].health_reason
         fixture.remove("dev0.fail")
         assert watch.changed()
         assert devices_by_id(backend)[UUID0].healthy  # the pending XID was never read
-    backend.close()
 
 
 def test_failed_query_keeps_identity_and_recovers(backend: NvidiaBackend, fixture: Fixture) -> None:

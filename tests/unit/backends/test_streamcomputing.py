@@ -22,6 +22,7 @@ from fakelib import (
     fixture_values,
     make_dev_tree,
     make_pci_device,
+    opened,
 )
 
 from krakenplug import errors
@@ -222,11 +223,8 @@ def test_one_npu_per_container_by_default(backend: StreamComputingBackend) -> No
 def test_the_limit_and_the_mount_are_options(stcml_library: Path, fixture: Fixture, smi_output: Path,
                                              host: FakeHost) -> None:
     backend = make_backend(host, stcml_library, max_devices_per_container=None, mount_hpe_runtime=False)
-    backend.open()
-    try:
+    with opened(backend):
         allocation = backend.allocate(backend.devices())
-    finally:
-        backend.close()
     assert backend.max_devices_per_container() is None
     assert allocation.envs == {"STC_VISIBLE_DEVICES": "0,1"} and allocation.mounts == ()
 
@@ -272,22 +270,16 @@ def test_a_hanging_call_is_bounded(backend: StreamComputingBackend, fixture: Fix
 def test_the_correctly_spelled_bus_id_lookup_is_used_too(stcml_correct_spelling: Path, fixture: Fixture,
                                                          smi_output: Path, host: FakeHost) -> None:
     backend = make_backend(host, stcml_correct_spelling)
-    backend.open()
-    try:
+    with opened(backend):
         assert [(d.id, d.uuid) for d in backend.devices()] == [(BUS0, "UUID-A"), (BUS1, "UUID-B")]
-    finally:
-        backend.close()
 
 
 def test_missing_symbols_fall_back_to_index_order_and_stc_smi(stcml_minimal: Path, fixture: Fixture,
                                                               smi_output: Path, host: FakeHost) -> None:
     backend = make_backend(host, stcml_minimal)
-    backend.open()
-    try:
+    with opened(backend):
         devices = backend.devices()
         sample = backend.sample(devices[0])
-    finally:
-        backend.close()
     # without the bus-ID lookup, STCML index i is taken as the i-th NPU on the bus
     assert [(d.id, d.uuid) for d in devices] == [(BUS0, "UUID-B"), (BUS1, "UUID-A")]
     assert sample.power_watts == 30.0  # no stcmlDeviceGetPower: stc-smi's reading
@@ -298,13 +290,10 @@ def test_without_stcml_npus_are_served_from_sysfs_and_dev_with_stc_smi_metrics(
         smi_output: Path, host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     backend = make_backend(host, None)
-    backend.open()
-    try:
+    with opened(backend):
         devices = backend.devices()
         sample = backend.sample(devices[0])
         version = backend.driver_version()
-    finally:
-        backend.close()
 
     assert [(d.id, d.index, d.uuid, d.healthy) for d in devices] == [(BUS0, 0, None, True), (BUS1, 1, None, True)]
     assert sample == base.DeviceSample(utilization_percent=25.0, memory_used_mb=1536.0, memory_total_mb=16384.0,
@@ -316,11 +305,8 @@ def test_without_stcml_npus_are_served_from_sysfs_and_dev_with_stc_smi_metrics(
 def test_without_sysfs_or_stcml_the_dev_nodes_are_the_npus(smi_output: Path, tmp_path: Path) -> None:
     dev = make_dev_tree(tmp_path / "dev", ["stc0", "stc0ctrl", "stc2", "stc2ctrl"])
     backend = make_backend(FakeHost(dev, tmp_path / "empty-sys"), None)
-    backend.open()
-    try:
+    with opened(backend):
         assert [(d.id, d.index) for d in backend.devices()] == [("stc0", 0), ("stc2", 2)]
-    finally:
-        backend.close()
 
 
 def test_no_npu_at_all_is_backend_unavailable(tmp_path: Path) -> None:
@@ -345,11 +331,8 @@ def test_stc_smi_failures_leave_usage_absent(stcml_library: Path, fixture: Fixtu
                                              caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FAKE_STC_SMI_SLEEP", "30")
     backend = make_backend(host, stcml_library, smi_timeout_seconds=0.3)
-    backend.open()
-    try:
+    with opened(backend):
         sample = backend.sample(backend.devices()[0])
-    finally:
-        backend.close()
 
     assert (sample.utilization_percent, sample.memory_used_mb, sample.temperature_celsius) == (None, None, 31.25)
     assert "did not finish within 0.3 s" in caplog.text
@@ -388,15 +371,11 @@ def test_a_failing_stc_smi_is_logged_once_and_old_readings_expire(tmp_path: Path
 def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fixture: Fixture, smi_output: Path,
                                                          host: FakeHost) -> None:
     backend = make_backend(host, stcml_library, health_poll_interval_seconds=0.05)
-    backend.open()
-    try:
-        with Watch(backend) as watch:
-            fixture.update({"dev1.board": 1})
-            watch.expect_change(lambda: not backend.devices()[0].healthy)
-            fixture.update({"dev1.board": 0})
-            watch.expect_change(lambda: backend.devices()[0].healthy)
-    finally:
-        backend.close()
+    with opened(backend), Watch(backend) as watch:
+        fixture.update({"dev1.board": 1})
+        watch.expect_change(lambda: not backend.devices()[0].healthy)
+        fixture.update({"dev1.board": 0})
+        watch.expect_change(lambda: backend.devices()[0].healthy)
 
 
 def test_cli_devices_json_without_the_library(smi_output: Path, host: FakeHost) -> None:
