@@ -1,8 +1,9 @@
 """Fixtures for vendor backend tests: fake vendor libraries compiled with gcc from fakelibs/*.c.
 
 Each fake exports the vendor's real symbol names with the real struct layouts and reads its state
-from a key=value fixture file (format in fakelibs/fixture.h) named by an environment variable *at each call*, so a test can change the
-fixture between calls (health transitions) without reloading the library.
+from a key=value fixture file (format in fakelibs/fixture.h) named by an environment variable *at
+each call*, so a test can change the fixture between calls (health transitions) without reloading
+the library.
 """
 
 from __future__ import annotations
