@@ -74,7 +74,7 @@ class DeviceCollector:
         reading = self._reader.read()
         with self._lock:
             if reading.devices:
-                # The collector's vendor label follows the devices' own (kunlunxin for backend kunlun).
+                # The collector's vendor label follows the devices' own, so both kinds of series join.
                 self._vendor = reading.devices[0].vendor
             if reading.usable:
                 self._last_usable = self._clock()
