@@ -113,12 +113,14 @@ def test_ci_workflows_parse_and_call_scripts_that_exist() -> None:
     import yaml
 
     workflows = sorted((REPO_ROOT / "ci" / "workflows").glob("*.yaml"))
-    assert {path.name for path in workflows} == {"kind-e2e.yaml", "release-chart.yaml"}
+    assert {path.name for path in workflows} == {"kind-e2e.yaml", "release-chart.yaml", "test.yaml"}
     for path in workflows:
         workflow = yaml.safe_load(path.read_text())
         steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
-        for script in re.findall(r"bash (ci/[\w.-]+\.sh)", "\n".join(step.get("run", "") for step in steps)):
+        for script in re.findall(r"bash ((?:\.ci|ci)/[\w.-]+)", "\n".join(step.get("run", "") for step in steps)):
             assert (REPO_ROOT / script).is_file(), f"{path.name} calls missing {script}"
+    test = yaml.safe_load((REPO_ROOT / "ci" / "workflows" / "test.yaml").read_text())
+    assert [step.get("run") for step in test["jobs"]["test"]["steps"]][-1] == "bash .ci/run"
     kind = (REPO_ROOT / "ci" / "workflows" / "kind-e2e.yaml").read_text()
     assert "python -m pytest -m kind tests/e2e/kind" in kind
     release = (REPO_ROOT / "ci" / "workflows" / "release-chart.yaml").read_text()
