@@ -240,6 +240,14 @@ def backend_opt_flags(options: Mapping[str, object]) -> list[str]:
     return [flag for key, value in options.items() for flag in ("--backend-opt", f"{key}={value}")]
 
 
+def open_vendor(backend_class: Any, library: Path | None, host: FakeHost, **options: object) -> Any:
+    """``backend_class`` over the fake host, loading ``library`` (None: the backend's own search), opened."""
+    path = {"library_path": str(library)} if library else {}
+    backend = backend_class(backend_class.Options(**path, **host.options, **options), node_name="n1")
+    backend.open()
+    return backend
+
+
 @contextlib.contextmanager
 def opened(backend: Any) -> Iterator[Any]:
     """Opens ``backend`` for the ``with`` block and closes it after, whatever happens in the block."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakelib import (
+    open_vendor,
     DCMI,
     FakeHost,
     Fixture,
@@ -22,7 +23,7 @@ from fakelib import (
 
 from krakenplug import errors
 from krakenplug.backends import base
-from krakenplug.backends.ascend import AscendBackend, AscendOptions
+from krakenplug.backends.ascend import AscendBackend
 
 # 3 NPUs: card 0 holds logic 0 and 1, card 1 holds logic 2; physical IDs differ from logic IDs on purpose.
 BASE_FIXTURE = fixture_values([
@@ -59,9 +60,7 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 def open_backend(library: Path, host: FakeHost, **options: object) -> AscendBackend:
-    backend = AscendBackend(AscendOptions(library_path=str(library), **host.options, **options), node_name="n1")
-    backend.open()
-    return backend
+    return open_vendor(AscendBackend, library, host, **options)
 
 
 @pytest.fixture

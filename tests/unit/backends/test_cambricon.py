@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fakelib import (
+    open_vendor,
     CNDEV,
     FakeHost,
     Fixture,
@@ -23,7 +24,7 @@ from fakelib import (
 
 from krakenplug import errors
 from krakenplug.backends import base
-from krakenplug.backends.cambricon import CambriconBackend, CambriconOptions
+from krakenplug.backends.cambricon import CambriconBackend
 
 UUID0 = "5a8b31c5-0f53-4a40-9a47-7b4e2c9d0e11"
 UUID1 = "6c2d7e90-1b3a-4f8e-8d2c-1a2b3c4d5e6f"
@@ -59,10 +60,7 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 def open_backend(library: Path, host: FakeHost, **options: object) -> CambriconBackend:
-    backend = CambriconBackend(CambriconOptions(library_path=str(library), **host.options, **options),
-                               node_name="n1")
-    backend.open()
-    return backend
+    return open_vendor(CambriconBackend, library, host, **options)
 
 
 @pytest.fixture

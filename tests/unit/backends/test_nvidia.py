@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakelib import (
+    open_vendor,
     NVML,
     FakeHost,
     Fixture,
@@ -60,10 +61,7 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 def open_backend(library: Path | None, host: FakeHost, **options: object) -> NvidiaBackend:
-    path = {"library_path": str(library)} if library else {}
-    backend = NvidiaBackend(NvidiaOptions(**path, **host.options, **options), node_name="n1")
-    backend.open()
-    return backend
+    return open_vendor(NvidiaBackend, library, host, **options)
 
 
 @pytest.fixture
