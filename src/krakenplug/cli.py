@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from krakenplug import __version__, backends, errors, logs, settings
+from krakenplug import __version__, backends, errors, hub, logs, settings
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +137,13 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     if not enabled:
         raise errors.ConfigError("plugin.enabled, exporter.enabled, discovery.enabled: all are false; nothing to run")
     backend = backends.open_backend(config)
+    devices = hub.DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds, name=config.backend)
+    devices.start(stop)
     failures: list[str] = []
 
     def _run(name: str) -> None:
         try:
-            importlib.import_module(f"krakenplug.{name}").run(config, backend, stop)
+            importlib.import_module(f"krakenplug.{name}").run(config, devices, stop)
         except Exception:  # a component that dies takes the agent down so the kubelet restarts the pod
             logger.exception("component %s failed", name)
             failures.append(name)
@@ -156,6 +158,7 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
         pass
     for thread in threads:
         thread.join(timeout=10)
+    devices.join()
     backend.close()
     logger.info("krakenplug stopped")
     return 1 if failures else 0

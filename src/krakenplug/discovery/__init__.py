@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import threading
 
-from krakenplug.backends import base
 from krakenplug.discovery.labels import labels_for
+from krakenplug.hub import DeviceHub
 from krakenplug.settings import Settings
 
 __all__ = ["labels_for", "run"]
 
 
-def run(settings: Settings, backend: base.Backend, stop: threading.Event) -> None:
-    """Keeps the node's labels in line with ``backend``'s devices until ``stop`` is set."""
+def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
+    """Keeps the node's labels in line with the hub's devices until ``stop`` is set."""
     # Imported here so the kubernetes client is loaded only when discovery actually runs.
     from krakenplug.discovery import daemon
 
-    daemon.Labeller(settings, backend).run(stop)
+    daemon.Labeller(settings, hub.backend).run(stop)  # transitional (issue 8)

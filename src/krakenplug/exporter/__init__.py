@@ -1,6 +1,6 @@
 """The Prometheus exporter component: device metrics with pod attribution for every vendor.
 
-``run(settings, backend, stop)`` is what ``krakenplug run`` calls. For tests and embedding,
+``run(settings, hub, stop)`` is what ``krakenplug run`` calls. For tests and embedding,
 ``make_collector`` + ``build_registry`` give a prometheus_client collector in a registry of its own.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 
-from krakenplug.backends import base
 from krakenplug.exporter.app import Exporter
 from krakenplug.exporter.collector import (
     DeviceCollector,
@@ -17,6 +16,7 @@ from krakenplug.exporter.collector import (
     build_registry,
     make_collector,
 )
+from krakenplug.hub import DeviceHub
 from krakenplug.settings import Settings
 
 __all__ = ["DeviceCollector", "Exporter", "StaticPods", "build_registry", "make_collector", "run"]
@@ -24,9 +24,9 @@ __all__ = ["DeviceCollector", "Exporter", "StaticPods", "build_registry", "make_
 logger = logging.getLogger(__name__)
 
 
-def run(settings: Settings, backend: base.Backend, stop: threading.Event) -> None:
+def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     """Serves metrics on ``settings.exporter.address`` until ``stop`` is set, then frees the port."""
-    exporter = Exporter(settings, backend)
+    exporter = Exporter(settings, hub.backend)  # transitional: still reads devices per scrape (issue 8)
     exporter.start()
     try:
         stop.wait()

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from krakenplug.backends import base
+from krakenplug.hub import DeviceHub
 from krakenplug.plugin import manager as manager_mod
 from krakenplug.plugin import watcher
 from krakenplug.settings import Settings
@@ -25,11 +26,12 @@ logger = logging.getLogger(__name__)
 _HEALTH_THREAD_JOIN_SECONDS = 10.0
 
 
-def run(settings: Settings, backend: Any, stop: threading.Event) -> None:
+def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     """Serves until ``stop`` is set, then stops every server and removes its socket.
 
     Raises RegistrationError when the crash-loop guard trips (the CLI then exits non-zero).
     """
+    backend: Any = hub.backend  # transitional: the manager still reads devices itself (issue 8)
     config = settings.plugin
     manager = manager_mod.Manager(backend, config)
     changed = threading.Event()

@@ -15,6 +15,7 @@ import yaml
 
 from krakenplug import discovery, settings
 from krakenplug.backends import fake
+from krakenplug.hub import DeviceHub
 
 from .apiserver import FakeApiServer
 
@@ -93,7 +94,7 @@ def run_discovery() -> Iterator[Callable[..., threading.Event]]:
 
             def target() -> None:
                 try:
-                    discovery.run(config, backend, stop)
+                    discovery.run(config, DeviceHub(backend), stop)
                 except BaseException as err:  # noqa: BLE001 - reported by the teardown below
                     failures.append(err)
 

@@ -16,6 +16,7 @@ from exporter_helpers import RESOURCE, container, pod, response, write_devices
 from krakenplug import errors, exporter, settings
 from krakenplug.backends.fake import FakeBackend, FakeOptions
 from krakenplug.exporter.server import MetricsServer, Routes, parse_address
+from krakenplug.hub import DeviceHub
 
 
 def _settings(port: int, pod_socket, **exporter_fields) -> settings.Settings:
@@ -37,7 +38,7 @@ def running(tmp_path, short_tmp, free_port, clean_env):
 
     def serve(config):
         try:
-            exporter.run(config, backend, stop)
+            exporter.run(config, DeviceHub(backend), stop)
         except Exception as err:  # noqa: BLE001 - surfaced at teardown
             failures.append(err)
 

@@ -25,6 +25,7 @@ from krakenplug import settings as settings_mod
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.backends import fake
+from krakenplug.hub import DeviceHub
 
 WAIT_SECONDS = 15.0
 
@@ -210,7 +211,7 @@ def start_plugin(short_tmp: Path, clean_env: None) -> Iterator[Callable[..., Plu
 
         def _target() -> None:
             try:
-                plugin.run(config, backend, stop)
+                plugin.run(config, DeviceHub(backend), stop)
             except BaseException as err:  # noqa: BLE001 - handed to the test, which asserts on it
                 error.append(err)
 
