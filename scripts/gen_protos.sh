@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 out=${1:-src}
 python -m grpc_tools.protoc -Ikrakenplug/api=proto \
   --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-  proto/deviceplugin_v1beta1.proto proto/podresources_v1.proto
+  proto/deviceplugin_v1beta1.proto proto/podresources_v1.proto \
+  proto/pluginregistration_v1.proto proto/dra_v1.proto proto/dra_v1beta1.proto proto/drahealth_v1alpha1.proto
