@@ -4,7 +4,8 @@ Pure functions, so the rules are easy to test and to read:
 
 - The kubelet flattens a container's devices into one ``ContainerDevices`` entry per (device ID, NUMA
   node); the same (resource, ID) pair can therefore appear several times and is counted once.
-- Time-slicing replicas are advertised as ``<id>::<k>``; they belong to the physical device ``<id>``.
+- Time-slicing replicas are advertised as ``<id>::<k>`` (hashed past 63 characters); they belong to the
+  physical device ``<id>`` (decoded by the shared codec, :mod:`krakenplug.replica_ids`).
 - Only (resource, ID) pairs that name one of *our* devices count: other device plugins on the node
   (and IDs we no longer have) are ignored.
 - A device series names its pod only when exactly one pod uses the device, so ``sum()`` over device
@@ -14,15 +15,13 @@ Pure functions, so the rules are easy to test and to read:
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from krakenplug import replica_ids
 from krakenplug.backends import base
 
 __all__ = ["Allocation", "DeviceUsers", "PodAttribution", "assign", "flatten"]
-
-_REPLICA_SUFFIX = re.compile(r"^(?P<device>.+)::\d+$")
 
 
 class Allocation(NamedTuple):
@@ -75,22 +74,18 @@ def flatten(response: object) -> tuple[Allocation, ...]:
     return tuple(sorted(found))
 
 
-def physical_id(device_id: str, known: Iterable[str] | set[str]) -> str | None:
+def physical_id(device_id: str, known: Iterable[str]) -> str | None:
     """The ID of our device that ``device_id`` names (itself, or the device of a replica), else None."""
-    if device_id in known:
-        return device_id
-    match = _REPLICA_SUFFIX.match(device_id)
-    if match and match["device"] in known:
-        return match["device"]
-    return None
+    return replica_ids.physical_id(device_id, known)
 
 
 def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device]) -> dict[str, DeviceUsers]:
     """Maps our device IDs to their users; allocations naming other resources or IDs are dropped."""
     resource_of = {device.id: device.resource for device in devices}
+    decoder = replica_ids.Decoder(resource_of)
     users: dict[str, set[tuple[str, str, str, str]]] = {}
     for allocation in allocations:
-        device_id = physical_id(allocation.device_id, resource_of)
+        device_id = decoder.physical_id(allocation.device_id)
         if device_id is None or resource_of[device_id] != allocation.resource:
             continue
         users.setdefault(device_id, set()).add(

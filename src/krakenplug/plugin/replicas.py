@@ -4,26 +4,24 @@ With ``replicas: N`` above 1, every physical device is advertised N times as ``<
 so N containers can share it; the kubelet only ever sees these IDs, and Allocate maps them back to the
 physical device. With N = 1 the device ID is advertised as it is.
 
-The kubelet API documents at most 63 characters for a device ID. An ID that would exceed that (with its
-replica suffix) keeps a readable prefix and gets a short hash of the full ID, which is deterministic, so
-a restarted plugin advertises the same IDs again.
+The encoding (``::k`` suffixes, 63-character limit, hashing) is the shared codec in
+:mod:`krakenplug.replica_ids`, which the exporter and SR-IOV use to decode what pods hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.backends import base
+from krakenplug.replica_ids import MAX_ID_LENGTH, SEPARATOR, fit_id, replica_ids
+
+__all__ = ["MAX_ID_LENGTH", "SEPARATOR", "Slot", "build_slots", "fit_id", "list_and_watch_response",
+           "physical_devices", "replica_ids"]
 
 logger = logging.getLogger(__name__)
-
-MAX_ID_LENGTH = 63
-SEPARATOR = "::"
-_HASH_LENGTH = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,22 +36,6 @@ class Slot:
     def healthy(self) -> bool:
         # A replica is exactly as healthy as its device.
         return self.device.healthy
-
-
-def fit_id(device_id: str, suffix: str = "") -> str:
-    """``device_id + suffix``, shortened deterministically when it would exceed 63 characters."""
-    if len(device_id) + len(suffix) <= MAX_ID_LENGTH:
-        return device_id + suffix
-    digest = hashlib.sha256(device_id.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LENGTH]
-    keep = MAX_ID_LENGTH - len(suffix) - _HASH_LENGTH - 1
-    return f"{device_id[:keep]}-{digest}{suffix}"
-
-
-def replica_ids(device_id: str, replicas: int) -> list[str]:
-    """The IDs advertised for one physical device."""
-    if replicas == 1:
-        return [fit_id(device_id)]
-    return [fit_id(device_id, f"{SEPARATOR}{k}") for k in range(replicas)]
 
 
 def build_slots(devices: Iterable[base.Device], *, replicas: int) -> dict[str, Slot]:
