@@ -16,19 +16,36 @@ knows its vendor.
 
 from __future__ import annotations
 
+import contextvars
+import difflib
+import importlib
+import json
 import os
+import re
 import socket
+from collections.abc import Callable, Mapping
+from importlib.abc import Traversable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SerializeAsAny, ValidatorFunctionWrapHandler, \
+    field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError, \
+    YamlConfigSettingsSource
 
 from krakenplug import errors
+from krakenplug.backends.base import BackendOptions
 
+ENV_PREFIX = "KRAKENPLUG_"
 CONFIG_ENV = "KRAKENPLUG_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few KiB; /dev/zero or a log file by mistake must not be read whole
+MAX_ENV_BYTES = 64 << 10
+MAX_YAML_DEPTH = 32
 
 
 class _Section(BaseModel):
@@ -56,7 +73,8 @@ class PluginSettings(_Section):
     cdi_enabled: bool = Field(False, description="Also return CDI device names (<cdi_prefix>/<vendor>=<id>).")
     cdi_prefix: str = Field("krakenplug.pcl.ac.cn", description="Vendor part of the CDI kind.")
     rescan_interval_seconds: float = Field(
-        5.0, gt=0, description="How often the device list and health are re-read when the backend has no events.",
+        5.0, gt=0, description="The device hub's poll: how often every component's device list and health are "
+                               "re-read (events from the backend re-read at once). Also the discovery's device check.",
     )
     restart_limit: int = Field(5, ge=1, description="Crash-loop guard: this many server restarts ...")
     restart_window_seconds: float = Field(3600.0, gt=0, description="... within this window is fatal.")
@@ -88,19 +106,51 @@ class DiscoverySettings(_Section):
     patch_node: bool = Field(
         True, description="Write labels to the Node through the API server; false leaves that to NFD (features_file).",
     )
-    device_poll_seconds: float = Field(
-        5.0, gt=0, description="How often devices are re-read locally; the API server is asked only on a change.",
-    )
     api_timeout_seconds: float = Field(10.0, gt=0, description="Bound on each API server request.")
     retry_initial_seconds: float = Field(1.0, gt=0, description="First retry delay after an API error; doubles.")
     retry_max_seconds: float = Field(60.0, gt=0, description="Cap of the doubling retry delay.")
+
+
+class DraSettings(_Section):
+    """The DRA driver (resource.k8s.io/v1); a vendor runs in one allocation mode at a time."""
+
+    allocation_mode: Literal["device-plugin", "dra"] = Field(
+        "device-plugin",
+        description="device-plugin: the kubelet device-plugin API hands out devices; dra: ResourceSlices and "
+                    "the kubelet DRA plugin API do (the device plugin then does not serve, so no device is given twice).",
+    )
+    driver_name: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", max_length=63,
+        description="DRA driver name (a DNS subdomain); None: <backend>.krakenplug.pcl.ac.cn.",
+    )
+    registry_dir: Path = Field(
+        Path("/var/lib/kubelet/plugins_registry"), description="The kubelet's plugin registry (registration socket).",
+    )
+    plugins_dir: Path = Field(
+        Path("/var/lib/kubelet/plugins"), description="Parent of <driver>/, which holds dra.sock and the checkpoint.",
+    )
+    rolling_update_uid: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$",
+        description="Pod UID (downward API): suffixes both sockets so an old and a new pod can serve side by side.",
+    )
+    kubeconfig: Path | None = Field(None, description="None: in-cluster config, else this kubeconfig file.")
+    api_timeout_seconds: float = Field(10.0, gt=0, description="Bound on each API server request.")
+    retry_initial_seconds: float = Field(1.0, gt=0, description="First retry delay after an API error; doubles.")
+    retry_max_seconds: float = Field(60.0, gt=0, description="Cap of the doubling retry delay.")
+    max_devices_per_slice: int = Field(
+        128, ge=1, le=128, description="Devices per ResourceSlice (the API allows 128, 64 with taints); more split.",
+    )
+    health_timeout_seconds: int = Field(
+        60, ge=5, description="The kubelet marks a device Unknown without a health update this long; we resend at a third.",
+    )
+    sysfs_root: Path = Field(Path("/sys"), description="Where the PCIe root of each device is looked up.")
 
 
 class Settings(BaseSettings):
     """The root of all settings; see the module docstring for the source order."""
 
     model_config = SettingsConfigDict(
-        env_prefix="KRAKENPLUG_", env_nested_delimiter="__", extra="forbid", populate_by_name=True,
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", populate_by_name=True,
     )
 
     version: Literal["v1"] = Field("v1", description="Config schema version; other versions are refused.")
@@ -117,8 +167,14 @@ class Settings(BaseSettings):
     plugin: PluginSettings = PluginSettings()
     exporter: ExporterSettings = ExporterSettings()
     discovery: DiscoverySettings = DiscoverySettings()
-    backends: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-backend options, validated by the backend's options model.",
+    dra: DraSettings = DraSettings()
+    cdi_dir: Path = Field(
+        Path("/var/run/cdi"), description="Where CDI specs are written (DRA claims; device plugin with cdi_enabled).",
+    )
+    backends: dict[str, SerializeAsAny[BackendOptions]] = Field(
+        default_factory=dict,
+        description="Options per backend (backends.<name>), each validated by the options model of that backend's "
+                    "package, which the registry imports lazily: only backends named here are imported.",
     )
 
     @classmethod
@@ -130,64 +186,262 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls, yaml_file=_CONFIG_FILE.get()))
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, name: str) -> str:
+        known = _registry().names()
+        if name not in known:
+            raise PydanticCustomError("unknown_backend", "unknown backend '{name}'; known backends: {known}",
+                                      {"name": name, "known": ", ".join(known)})
+        return name
+
+    @field_validator("backends", mode="wrap")
+    @classmethod
+    def _options_per_backend(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> dict[str, BackendOptions]:
+        """``backends.<name>`` is validated by ``<name>``'s own options model (the discriminator is the key)."""
+        raw: dict[str, Any] = handler({}) if value is None else value
+        if not isinstance(raw, dict):
+            return handler(value)  # type: ignore[no-any-return]  # pydantic reports the wrong type
+        registry = _registry()
+        typed: dict[str, BackendOptions] = {}
+        problems: list[InitErrorDetails] = []
+        for name, options in raw.items():
+            if name not in registry.names():
+                problems.append(InitErrorDetails(
+                    type=PydanticCustomError("unknown_backend", "unknown backend '{name}'; known backends: {known}",
+                                             {"name": name, "known": ", ".join(registry.names())}),
+                    loc=(name,), input=options))
+                continue
+            try:
+                typed[name] = registry.options_class(name).model_validate({} if options is None else options)
+            except pydantic.ValidationError as err:
+                problems += [InitErrorDetails(type=PydanticCustomError(p["type"], p["msg"]), loc=(name, *p["loc"]),
+                                              input=p.get("input")) for p in err.errors()]
+        if problems:
+            raise pydantic.ValidationError.from_exception_data("backends", problems)
+        return typed
+
+    def selected_options(self) -> BackendOptions:
+        """The typed options of the selected backend (its model's defaults when the file names none)."""
+        return self.backends.get(self.backend) or _registry().options_class(self.backend)()
 
     def backend_options(self, name: str) -> dict[str, Any]:
-        return dict(self.backends.get(name) or {})
+        """The options set for backend ``name`` (defaults left out), as a plain mapping."""
+        options = self.backends.get(name)
+        return options.model_dump(exclude_unset=True) if options is not None else {}
 
 
-class _YamlFileSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``_config_file`` (set by :func:`load`), failing loudly when it is bad."""
+def _registry() -> ModuleType:
+    """The backend registry, imported on first use: it imports this module, and only it knows the vendors."""
+    return importlib.import_module("krakenplug.backends")
 
-    config_file: Path | None = None
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
-        return None, field_name, False
+# --- the config file -----------------------------------------------------------------------------------------
 
-    def __call__(self) -> dict[str, Any]:
-        return read_config_file(self.config_file) if self.config_file else {}
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file", default=None)
+
+
+class _ConfigFileSource(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, reading the file through :func:`read_config_file` (bounded, strict)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        return read_config_file(Path(str(file_path)))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (no alias bombs), deep nesting (no RecursionError) and duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config file", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_cut(key)}",
+                                                        key_node.start_mark)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def read_yaml_file(path: Path, *, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """Parses a small YAML file strictly: bounded size, UTF-8, no aliases, no duplicate keys, bounded depth.
+
+    Errors are ConfigError naming ``what`` (e.g. "config file /etc/krakenplug/config.yaml") and the line.
+    """
+    try:
+        if not path.is_file():
+            raise errors.ConfigError(f"{what}: not a regular file" if path.exists() else f"{what}: cannot read: "
+                                     "No such file or directory")
+        with path.open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+    except OSError as err:
+        raise errors.ConfigError(f"{what}: cannot read: {err.strerror}") from err
+    if len(data) > max_bytes:
+        raise errors.ConfigError(f"{what}: larger than {max_bytes} bytes; refusing to parse it")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise errors.ConfigError(f"{what}: line {line}: not UTF-8 text (byte {err.start}: "
+                                 f"{data[err.start:err.start + 1]!r})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" line {mark.line + 1} column {mark.column + 1}:" if mark else ""
+        raise errors.ConfigError(f"{what}:{where} invalid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise errors.ConfigError(f"{what}: invalid YAML: {_cut(str(err))}") from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Parses a YAML config file into a mapping; errors name the file and the line."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise errors.ConfigError(f"config file {path}: cannot read: {err.strerror}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise errors.ConfigError(f"config file {path}:{where}: invalid YAML: {getattr(err, 'problem', err)}") from err
+    """Parses the YAML config file into a mapping; errors name the file and the line."""
+    what = f"config file {path}"
+    data = read_yaml_file(Path(path), what=what)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise errors.ConfigError(f"config file {path}: top level must be a mapping, got {type(data).__name__}")
+        raise errors.ConfigError(f"{what}: top level must be a mapping, got {type(data).__name__}")
     return data
 
 
-def load(*, config_file: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Builds the settings from every source; raises ConfigError naming the field and value."""
-    path = config_file or os.environ.get(CONFIG_ENV) or None
-    _YamlFileSource.config_file = Path(path) if path else None
+# --- the environment -----------------------------------------------------------------------------------------
+
+# Variables Kubernetes injects for a Service named krakenplug-...; not ours (the chart also turns them off).
+_SERVICE_LINK = re.compile(r"^KRAKENPLUG_[A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)"
+                           r"(_(PROTO|PORT|ADDR))?)?)$")
+
+
+def _known_variables() -> dict[str, FieldInfo]:
+    """Every KRAKENPLUG_* name the environment source reads, mapped to its field."""
+    known: dict[str, FieldInfo] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            variable = f"{prefix}{name.upper()}"
+            known[variable] = field
+            inner = field.annotation
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                walk(inner, variable + "__")
+
+    walk(Settings, ENV_PREFIX)
+    return known
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuses unknown ``KRAKENPLUG_*`` variables, oversized values and sections that are not JSON."""
+    known = _known_variables()
+    for variable, value in sorted(environ.items()):
+        upper = variable.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or _SERVICE_LINK.match(upper):
+            continue
+        if len(value) > MAX_ENV_BYTES:
+            raise errors.ConfigError(f"environment {variable}: value of {len(value)} characters is longer than "
+                                     f"{MAX_ENV_BYTES}: {_cut(value)}")
+        backend_option = upper.startswith(f"{ENV_PREFIX}BACKENDS__") and upper.count("__") >= 2
+        if upper not in known and not backend_option:
+            close = difflib.get_close_matches(upper, [*known, CONFIG_ENV], n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise errors.ConfigError(f"environment {variable}: unknown setting{hint} (got {_cut(value)})")
+        field = known.get(upper)
+        structured = field is not None and (upper == f"{ENV_PREFIX}BACKENDS" or (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)))
+        if structured:
+            try:
+                json.loads(value)
+            except ValueError as err:
+                raise errors.ConfigError(f"environment {variable}: {upper[len(ENV_PREFIX):].lower()} must be a JSON "
+                                         f"object ({err}) (got {_cut(value)})") from None
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+def load(*, config_file: Path | str | None = None, overrides: dict[str, Any] | None = None,
+         environ: Mapping[str, str] | None = None) -> Settings:
+    """Builds the settings from every source; raises ConfigError naming the source, field and value."""
+    environ = os.environ if environ is None else environ
+    path = config_file or environ.get(CONFIG_ENV) or None
+    check_environment(environ)
+    config_path = Path(path) if path else None
+    # A missing or unreadable file is an error, not an empty source; its tree also says where a bad value is.
+    file = read_config_file(config_path) if config_path is not None else {}
+    flags = _drop_none(overrides or {})
+    token = _CONFIG_FILE.set(config_path)
     try:
-        return Settings(**_drop_none(overrides or {}))
+        return Settings(**flags)
     except pydantic.ValidationError as err:
-        raise errors.ConfigError(describe_validation_error(err, source=path)) from err
+        raise errors.ConfigError(describe_validation_error(
+            err, source=lambda loc: _source_of(loc, flags, environ, file, config_path))) from None
+    except SettingsError as err:
+        raise errors.ConfigError(f"environment: {_cut(str(err))}") from None
     finally:
-        _YamlFileSource.config_file = None
+        _CONFIG_FILE.reset(token)
 
 
-def describe_validation_error(err: pydantic.ValidationError, *, source: str | Path | None = None) -> str:
-    """One line per problem: dotted field path, the offending value and pydantic's reason."""
+def _source_of(loc: tuple[Any, ...], flags: dict[str, Any], environ: Mapping[str, str], file: dict[str, Any],
+               config_path: Path | None) -> str:
+    """Which source gave the value at ``loc`` (or its closest parent): the highest-priority one that has it."""
+    upper = {key.upper() for key in environ}
+    for depth in range(len(loc), 0, -1):
+        prefix = loc[:depth]
+        if _has(flags, prefix):
+            return "command line"
+        variable = ENV_PREFIX + "__".join(str(part).upper() for part in prefix)
+        if variable in upper:
+            return f"environment {variable}"
+        if prefix == ("node_name",) and "NODE_NAME" in upper:
+            return "environment NODE_NAME"
+        if _has(file, prefix):
+            return f"config file {config_path}"
+    return "defaults"
+
+
+def _has(tree: Any, loc: tuple[Any, ...]) -> bool:
+    for part in loc:
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and isinstance(part, int) and 0 <= part < len(tree):
+            tree = tree[part]
+        else:
+            return False
+    return True
+
+
+def describe_validation_error(err: pydantic.ValidationError, *,
+                              source: str | Path | Callable[[tuple[Any, ...]], str] | None = None) -> str:
+    """One line per problem: dotted field path, where it came from, pydantic's reason and the value (cut)."""
     lines = []
     for problem in err.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(root)"
-        value = problem.get("input")
-        lines.append(f"  {field}: {problem['msg']} (got {value!r})")
-    where = f" in {source}" if source else ""
-    return f"invalid settings{where}:\n" + "\n".join(lines)
+        loc = tuple(problem["loc"])
+        field = ".".join(str(part) for part in loc) or "(root)"
+        where = f" ({source(loc)})" if callable(source) else ""
+        lines.append(f"  {field}{where}: {problem['msg']} (got {_cut(problem.get('input'))})")
+    header = f" in {source}" if source is not None and not callable(source) else ""
+    return f"invalid settings{header}:\n" + "\n".join(lines)
+
+
+def _cut(value: Any, limit: int = 120) -> str:
+    """repr of ``value``, cut to ``limit`` characters so a huge value never floods the log."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-
-import pydantic
+from typing import TYPE_CHECKING
 
 from krakenplug import errors
 from krakenplug.backends import base, fallback
-from krakenplug.settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:  # settings imports this registry lazily to validate backends.<name>; no import cycle
+    from krakenplug.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +42,17 @@ def load_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def options_class(name: str) -> type[base.BackendOptions]:
+    """The options model of backend ``name`` (lives in its package; imported only when asked for)."""
+    options: type[base.BackendOptions] = load_class(name).Options
+    return options
+
+
 def create(settings: Settings) -> base.Backend:
-    """Builds the configured backend (not yet opened); bad options raise ConfigError naming the field."""
+    """Builds the configured backend (not yet opened); its options were validated with the settings."""
     cls = load_class(settings.backend)
-    raw = settings.backend_options(settings.backend)
-    try:
-        options = cls.Options.model_validate(raw)
-    except pydantic.ValidationError as err:
-        message = describe_validation_error(err).replace("\n  ", f"\n  backends.{settings.backend}.")
-        raise errors.ConfigError(message) from err
-    return cls(options, node_name=settings.node_name)
+    backend: base.Backend = cls(settings.selected_options(), node_name=settings.node_name)
+    return backend
 
 
 def open_backend(settings: Settings) -> base.Backend:
