@@ -4,7 +4,8 @@
 * :mod:`.labels` computes labels from devices (pure; :func:`labels_for` is the one-call version);
 * :mod:`.ownership` decides which labels this process may change, and how;
 * :mod:`.output` writes node-feature-discovery feature files;
-* :mod:`.kube` reads and patches the Node; :mod:`.daemon` runs the loop.
+* :mod:`.daemon` runs the loop on the device hub's snapshots; the Node is read and patched through
+  :mod:`krakenplug.cluster.nodes`.
 """
 
 from __future__ import annotations
@@ -23,4 +24,4 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     # Imported here so the kubernetes client is loaded only when discovery actually runs.
     from krakenplug.discovery import daemon
 
-    daemon.Labeller(settings, hub.backend).run(stop)  # transitional (issue 8)
+    daemon.Labeller(settings, hub).run(stop)

@@ -16,22 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 from krakenplug import replica_ids
 from krakenplug.backends import base
+from krakenplug.kubelet_podresources import Allocation, flatten
 
 __all__ = ["Allocation", "DeviceUsers", "PodAttribution", "assign", "flatten"]
-
-
-class Allocation(NamedTuple):
-    """One device ID handed to one container, as the kubelet reports it (a tuple: cheap to sort and hash)."""
-
-    namespace: str
-    pod: str
-    container: str
-    resource: str
-    device_id: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +48,6 @@ class DeviceUsers:
         namespace, pod = next(iter(pods))
         containers = {container for _, _, container, _ in self.users}
         return pod, namespace, containers.pop() if len(containers) == 1 else ""
-
-
-def flatten(response: object) -> tuple[Allocation, ...]:
-    """Every distinct (container, resource, device ID) in a ListPodResourcesResponse, sorted."""
-    found: set[Allocation] = set()
-    for pod in response.pod_resources:  # type: ignore[attr-defined]
-        namespace, pod_name = pod.namespace, pod.name
-        for container in pod.containers:
-            container_name = container.name
-            for devices in container.devices:
-                resource = devices.resource_name
-                found.update(Allocation(namespace, pod_name, container_name, resource, device_id)
-                             for device_id in devices.device_ids)
-    return tuple(sorted(found))
 
 
 def physical_id(device_id: str, known: Iterable[str]) -> str | None:

@@ -59,11 +59,12 @@ def make_backend(path: Path, *, name: str = "fake") -> fake.FakeBackend:
 def make_settings(*, kubeconfig: Path | None, features_file: Path | None = None,
                   **discovery_fields: Any) -> settings.Settings:
     fields = {
-        "enabled": True, "interval_seconds": 0.3, "device_poll_seconds": 0.03, "kubeconfig": kubeconfig,
+        "enabled": True, "interval_seconds": 0.3, "kubeconfig": kubeconfig,
         "features_file": features_file, "retry_initial_seconds": 0.05, "retry_max_seconds": 0.2,
         "api_timeout_seconds": 0.5, **discovery_fields,
     }
-    return settings.load(overrides={"node_name": NODE, "backend": "fake", "discovery": fields})
+    return settings.load(overrides={"node_name": NODE, "backend": "fake", "discovery": fields,
+                                    "plugin": {"rescan_interval_seconds": 0.03}})
 
 
 @pytest.fixture
@@ -78,10 +79,12 @@ def kubeconfig(api: FakeApiServer, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def no_cluster(clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Not inside a pod: the in-cluster configuration cannot be found."""
+def no_cluster(clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not inside a pod, no KUBECONFIG and no ~/.kube/config: no cluster configuration can be found."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 @pytest.fixture
@@ -92,9 +95,12 @@ def run_discovery() -> Iterator[Callable[..., threading.Event]]:
             stop = threading.Event()
             failures: list[BaseException] = []
 
+            hub = DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds)
+            hub.start(stop)
+
             def target() -> None:
                 try:
-                    discovery.run(config, DeviceHub(backend), stop)
+                    discovery.run(config, hub, stop)
                 except BaseException as err:  # noqa: BLE001 - reported by the teardown below
                     failures.append(err)
 
@@ -104,6 +110,7 @@ def run_discovery() -> Iterator[Callable[..., threading.Event]]:
             def finish() -> None:
                 stop.set()
                 thread.join(timeout=15)
+                hub.join()
                 assert not thread.is_alive(), "discovery.run did not return after stop"
                 assert not failures, f"discovery.run raised {failures[0]!r}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from krakenplug.discovery import backoff
+from krakenplug import backoff
 
 
 def test_delays_double_up_to_the_cap_without_jitter() -> None:

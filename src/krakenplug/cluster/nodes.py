@@ -1,9 +1,10 @@
-"""The two Node calls discovery needs (get and patch), through the official ``kubernetes`` client.
+"""This node through the API server: read and patch its labels, and watch them change.
 
 Responses are read as plain JSON rather than through the client's generated models: only
 ``metadata.labels`` and ``metadata.resourceVersion`` matter, and a newer API server's extra Node
-fields must never break labelling. Every failure becomes a :class:`NodeApiError` that says what was
-attempted, the HTTP status and a hint, so the daemon can log it and retry.
+fields must never break us. Every failure becomes a :class:`NodeApiError` that says what was
+attempted, the HTTP status and a hint, so callers can log it and retry. Discovery patches labels
+here; the SR-IOV component watches its VF-count label here.
 """
 
 from __future__ import annotations
@@ -11,32 +12,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping
-from pathlib import Path
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+from kubernetes.watch.watch import iter_resp_lines
 
-from krakenplug import errors
+from krakenplug import backoff, errors
+from krakenplug.transitions import TransitionLog
+
+__all__ = ["NodeApiError", "NodeClient", "NodeLabels"]
 
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+WATCH_SECONDS = 300  # the API server ends each watch after this; we then list and watch again
 
 _HINTS = {
     401: "the API server rejected our credentials (service account token or kubeconfig user)",
-    403: "RBAC: the service account needs 'get' and 'patch' on nodes (a ClusterRole)",
+    403: "RBAC: the service account needs 'get', 'patch' and 'watch' on nodes (a ClusterRole)",
     404: "no such node: check node_name (NODE_NAME from the downward API in the chart)",
     409: "the node changed between our read and our patch",
     422: "the API server refused the labels",
 }
-
-
-class ClusterUnavailable(errors.KrakenplugError):
-    """No cluster configuration: not in a pod and no kubeconfig, or the kubeconfig is unusable."""
 
 
 class NodeApiError(errors.KrakenplugError):
@@ -57,31 +59,16 @@ class NodeLabels:
     resource_version: str
 
 
-def connect(kubeconfig: Path | None) -> client.ApiClient:
-    """An API client from ``kubeconfig``, or from the pod's service account when it is None."""
-    configuration = client.Configuration()
-    # One quick retry covers a pooled connection the server closed meanwhile; anything longer is
-    # the daemon's backoff, which logs what happened.
-    configuration.retries = urllib3.Retry(total=1, connect=1, read=1, redirect=0, status=0)
-    try:
-        if kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(kubeconfig), persist_config=False,
-                                                 client_configuration=configuration)
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration=configuration)
-    except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config"
-        raise ClusterUnavailable(f"{where}: {err}") from err
-
-
 class NodeClient:
-    """Reads and patches the labels of one node."""
+    """Reads, patches and watches the labels of one node; thread-safe."""
 
     def __init__(self, api_client: client.ApiClient, node_name: str, *, timeout_seconds: float) -> None:
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._node = node_name
         self._timeout = timeout_seconds
+        self._watch_lock = threading.Lock()
+        self._response: Any = None  # the open watch stream, so that stop can interrupt it
 
     @property
     def server(self) -> str:
@@ -104,6 +91,85 @@ class NodeClient:
 
     def close(self) -> None:
         self._api_client.close()
+
+    def watch_labels(self, stop: threading.Event, on_labels: Callable[[dict[str, str]], None]) -> None:
+        """Blocks until ``stop``, calling ``on_labels(labels)`` with the node's labels first and on every change.
+
+        Reads the node, then watches it from that version; a watch the server ends or breaks (410 Gone,
+        a dropped connection) starts again from a fresh read, with capped backoff while it keeps failing.
+        """
+        retry = backoff.Backoff(initial=1.0, maximum=60.0)
+        problems = TransitionLog(logger)
+        done = threading.Event()
+        interrupter = threading.Thread(target=self._interrupt_on, args=(stop, done), name="node-watch-stop",
+                                       daemon=True)
+        interrupter.start()
+        last: dict[str, str] | None = None
+
+        def deliver(labels: dict[str, str]) -> None:
+            nonlocal last
+            if labels != last:
+                last = labels
+                on_labels(dict(labels))
+
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    self._watch_once(stop, deliver)
+                except (NodeApiError, urllib3.exceptions.HTTPError, OSError, ValueError) as err:
+                    if stop.is_set():
+                        break
+                    delay = retry.next_delay()
+                    problems.report("watch", str(err), logging.WARNING, "watching node %s failed (%s); retrying in "
+                                    "%.1f s", self._node, err, delay)
+                    stop.wait(delay)
+                    continue
+                problems.clear("watch", logging.INFO, "watching node %s works again", self._node)
+                retry.reset()
+                if time.monotonic() - started < 1.0:  # a server that ends watches at once: no busy loop
+                    stop.wait(1.0)
+        finally:
+            done.set()
+            interrupter.join()
+
+    def _watch_once(self, stop: threading.Event, deliver: Callable[[dict[str, str]], None]) -> None:
+        state = self.read()
+        deliver(state.labels)
+        try:
+            response = self._core.list_node(
+                field_selector=f"metadata.name={self._node}", watch=True, resource_version=state.resource_version,
+                timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                _request_timeout=(self._timeout, WATCH_SECONDS + 30))
+        except ApiException as err:
+            raise NodeApiError(self._describe_status("watching node", err), status=err.status) from err
+        with self._watch_lock:
+            self._response = response
+        try:
+            if stop.is_set():
+                return
+            for line in iter_resp_lines(response):
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # e.g. 410 Gone: the version is too old, read again
+                    return
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    labels = ((event.get("object") or {}).get("metadata") or {}).get("labels") or {}
+                    deliver({str(key): str(value) for key, value in labels.items()})
+        finally:
+            with self._watch_lock:
+                self._response = None
+            response.release_conn()
+
+    def _interrupt_on(self, stop: threading.Event, done: threading.Event) -> None:
+        while not done.is_set():
+            if stop.wait(0.2):
+                with self._watch_lock:
+                    if self._response is not None:
+                        # Shutting the socket down wakes the thread blocked reading the watch stream.
+                        getattr(self._response, "shutdown", self._response.close)()  # shutdown(): urllib3 >= 2.3
+                return
 
     def _call(self, action: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
