@@ -94,6 +94,33 @@ class ExporterSettings(_Section):
     )
     collect_timeout_seconds: float = Field(3.0, gt=0, description="Bound on vendor reads during one scrape.")
     base_unit_metrics: bool = Field(False, description="Also export _bytes and _ratio twins of MB/% metrics.")
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="A client must send its whole request (TLS handshake included) within this.",
+    )
+    web_config_file: Path | None = Field(
+        None, description="exporter-toolkit web config (TLS, basic auth); None serves plain HTTP to anyone.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _host_and_port(cls, address: str) -> str:
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected HOST:PORT with a port from 0 to 65535 (IPv6 as [::1]:9478)")
+        if host.startswith("[") and host.endswith("]"):
+            family, host = socket.AF_INET6, host[1:-1]
+        else:
+            family = socket.AF_INET
+        try:
+            if host and (family == socket.AF_INET6 or re.fullmatch(r"[0-9.]+", host)):
+                socket.inet_pton(family, host)
+        except OSError:
+            raise ValueError(f"{host!r} is not an IP address") from None
+        if host and family == socket.AF_INET and not re.fullmatch(
+                r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+                host):
+            raise ValueError(f"{host!r} is neither an IP address nor a host name")
+        return address
 
 
 class DiscoverySettings(_Section):

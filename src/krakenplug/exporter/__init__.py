@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     """Serves metrics on ``settings.exporter.address`` until ``stop`` is set, then frees the port."""
-    exporter = Exporter(settings, hub.backend)  # transitional: still reads devices per scrape (issue 8)
+    exporter = Exporter(settings, hub)
     exporter.start()
     try:
         stop.wait()

@@ -1,14 +1,15 @@
-"""The exporter assembled from its parts: pod map watcher, collector, renderer and HTTP server."""
+"""The exporter assembled from its parts: pod map watcher, collector, registry, WSGI app and HTTP server."""
 
 from __future__ import annotations
 
 import logging
 
-from krakenplug.backends import base
-from krakenplug.exporter.collector import DeviceCollector, make_collector
-from krakenplug.exporter.exposition import TextRenderer
+from krakenplug.exporter.collector import DeviceCollector, build_registry, make_collector
 from krakenplug.exporter.podresources import PodResourcesWatcher
-from krakenplug.exporter.server import MetricsServer, Routes
+from krakenplug.exporter.routes import make_app
+from krakenplug.exporter.server import Limits, MetricsServer
+from krakenplug.exporter.webconfig import WebConfigSource
+from krakenplug.hub import DeviceHub
 from krakenplug.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -16,25 +17,28 @@ logger = logging.getLogger(__name__)
 # /healthz reads the backend itself only when no scrape succeeded for this long; liveness probes
 # then keep working on a node that nobody scrapes, and cost nothing on a node that is scraped.
 HEALTH_MAX_AGE_SECONDS = 60.0
+# Time to write an answer on top of the vendor reads (a slow reader of an 80 KB page).
+_WRITE_ALLOWANCE_SECONDS = 30.0
 
 
 class Exporter:
-    """Everything ``run`` starts; construction binds the port (a bad address fails here)."""
+    """Everything ``run`` starts; construction reads the web config and binds the port (errors fail here)."""
 
-    def __init__(self, settings: Settings, backend: base.Backend) -> None:
+    def __init__(self, settings: Settings, hub: DeviceHub) -> None:
         config = settings.exporter
+        self.web = WebConfigSource(config.web_config_file)
         self.watcher = PodResourcesWatcher(config.pod_resources_socket,
                                            refresh_seconds=config.pod_resources_refresh_seconds)
         self.collector: DeviceCollector = make_collector(
-            backend, node_name=settings.node_name, pods=self.watcher,
+            hub, node_name=settings.node_name, pods=self.watcher,
             timeout_seconds=config.collect_timeout_seconds, base_unit_metrics=config.base_unit_metrics,
         )
-        self.renderer = TextRenderer()
-        self.server = MetricsServer(config.address, Routes(
-            metrics=self.metrics, health=self.health, title=f"KrakenPlug exporter on {settings.node_name}"))
-
-    def metrics(self) -> bytes:
-        return self.renderer.render(self.collector.scrape())
+        app = make_app(build_registry(self.collector), health=self.health, security=self.web.current,
+                       title=f"KrakenPlug exporter on {settings.node_name}")
+        limits = Limits(request_timeout=config.request_timeout_seconds,
+                        answer_timeout=config.collect_timeout_seconds + _WRITE_ALLOWANCE_SECONDS)
+        self.server = MetricsServer(config.address, app, limits=limits,
+                                    tls=lambda: self.web.current().ssl_context)
 
     def health(self) -> tuple[bool, str]:
         return self.collector.health(max_age_seconds=HEALTH_MAX_AGE_SECONDS)

@@ -1,9 +1,9 @@
-"""The exporter's collector: one scrape = one vendor reading + the cached pod map -> fresh families.
+"""The exporter's collector: one scrape = the hub's devices + fresh samples + the cached pod map.
 
 ``DeviceCollector`` follows prometheus_client's Collector protocol (``collect()`` yields new
 ``GaugeMetricFamily`` objects each time, nothing is kept between scrapes), so it can be registered in
 any ``CollectorRegistry``; ``build_registry`` gives it one of its own, never the global REGISTRY.
-``/metrics`` uses ``scrape()`` with the faster renderer in ``exposition``; both see the same families.
+``/metrics`` is prometheus_client's own exposition of that registry.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from krakenplug import __version__
-from krakenplug.backends import base
 from krakenplug.exporter import families
 from krakenplug.exporter.attribution import PodAttribution
 from krakenplug.exporter.reader import Reading, VendorReader
+from krakenplug.hub import DeviceHub
 
 __all__ = ["DeviceCollector", "PodSource", "StaticPods", "build_registry", "make_collector"]
 
@@ -58,7 +58,7 @@ class DeviceCollector:
         self._last_usable: float | None = None
 
     def scrape(self) -> list[families.Family]:
-        """One collection, as plain families (what ``/metrics`` renders)."""
+        """One collection, as plain families."""
         reading = self.read()
         return self._builder.build(reading, self._pods.current(), vendor=self._vendor)
 
@@ -106,15 +106,16 @@ def to_metric_families(scraped: Iterable[families.Family]) -> Iterator[GaugeMetr
 
 def build_registry(collector: DeviceCollector) -> CollectorRegistry:
     """A registry of its own holding ``collector`` (prometheus_client's global REGISTRY stays untouched)."""
-    registry = CollectorRegistry(auto_describe=False)
+    # No names from describe() (that would need a vendor read); the flag keeps name[] filtering working.
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(collector)
     return registry
 
 
-def make_collector(backend: base.Backend, *, node_name: str, pods: PodSource | None = None,
+def make_collector(hub: DeviceHub, *, node_name: str, pods: PodSource | None = None,
                    timeout_seconds: float = 3.0, base_unit_metrics: bool = False,
                    version: str = __version__, python_version: str | None = None) -> DeviceCollector:
-    """A collector over ``backend`` with its own vendor reader (close it with ``collector.close()``)."""
-    reader = VendorReader(backend, timeout_seconds=timeout_seconds)
-    return DeviceCollector(reader, pods or StaticPods(), node_name=node_name, backend_name=backend.name,
+    """A collector over the hub's devices with its own vendor reader (close it with ``collector.close()``)."""
+    reader = VendorReader(hub.backend, hub.snapshot, timeout_seconds=timeout_seconds)
+    return DeviceCollector(reader, pods or StaticPods(), node_name=node_name, backend_name=hub.name,
                            base_unit_metrics=base_unit_metrics, version=version, python_version=python_version)

@@ -1,7 +1,8 @@
 """Vendor reads for one scrape, bounded by ``collect_timeout_seconds``.
 
-``backend.devices()`` and ``backend.sample(device)`` run on one long-lived worker thread, so a scrape
-creates no thread. The scrape waits for them up to the timeout and then goes on with whatever was read:
+Which devices exist, and their health, come from the device hub's current snapshot; only the values are
+read per scrape. ``backend.sample(device)`` runs on one long-lived worker thread, so a scrape creates no
+thread. The scrape waits for the samples up to the timeout and then goes on with whatever was read:
 devices that were sampled in time keep their value series, the rest are dropped (never stale values
 presented as fresh) and the reading says why, which turns ``krakenplug_collector_up`` to 0.
 
@@ -22,6 +23,7 @@ from types import MappingProxyType
 
 from krakenplug import errors
 from krakenplug.backends import base
+from krakenplug.hub import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class Reading:
     samples: Mapping[str, base.DeviceSample] = dataclasses.field(default_factory=dict)  # read in time, by ID
     failures: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by device ID: why sample() failed
     driver_version: str = ""
-    error: str = ""  # a problem with the backend as a whole: devices() failed, or too slow
+    error: str = ""  # a problem with the backend as a whole: the device list failed, or reads too slow
     unavailable: str = ""  # the vendor library is not loaded: zero devices while the agent retries
     duration_seconds: float = 0.0
 
@@ -66,27 +68,23 @@ class Reading:
 class _Job:
     """One round of vendor reads, filled in by the worker while scrapes may be looking."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, devices: tuple[base.Device, ...]) -> None:
         self.started = started
+        self.devices = devices
         self.done = threading.Event()
         self.lock = threading.Lock()
-        self.devices: tuple[base.Device, ...] | None = None
         self.samples: dict[str, base.DeviceSample] = {}
         self.failures: dict[str, str] = {}
         self.driver_version = ""
-        self.error = ""
         self.unavailable = ""
 
     def reading(self, *, timeout: float, elapsed: float) -> Reading:
+        devices = self.devices
         with self.lock:
-            finished = self.done.is_set()
-            devices = self.devices if self.devices is not None else ()
-            error = self.error
-            if not finished:
+            error = ""
+            if not self.done.is_set():
                 sampled = len(self.samples) + len(self.failures)
-                error = (f"vendor reads did not finish within {timeout:g} s "
-                         + (f"({sampled} of {len(devices)} devices sampled)" if self.devices is not None
-                            else "(devices() did not return)"))
+                error = f"vendor reads did not finish within {timeout:g} s ({sampled} of {len(devices)} devices sampled)"
             return Reading(devices=devices, samples=MappingProxyType(dict(self.samples)),
                            failures=MappingProxyType(dict(self.failures)), driver_version=self.driver_version,
                            error=error, unavailable=self.unavailable, duration_seconds=elapsed)
@@ -95,9 +93,10 @@ class _Job:
 class VendorReader:
     """Runs vendor reads on a worker thread; ``read()`` returns within about ``timeout_seconds``."""
 
-    def __init__(self, backend: base.Backend, *, timeout_seconds: float,
+    def __init__(self, backend: base.Backend, snapshot: Callable[[], Snapshot], *, timeout_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._backend = backend
+        self._snapshot = snapshot
         self.timeout_seconds = timeout_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -107,13 +106,19 @@ class VendorReader:
         self._last_problem = ""
 
     def read(self) -> Reading:
+        snapshot = self._snapshot()
+        if snapshot.version == 0 or snapshot.error:
+            reading = Reading(error=f"devices() failed: {snapshot.error}" if snapshot.error
+                              else "no device snapshot yet")
+            self._log_change(reading)
+            return reading
         now = self._clock()
         with self._lock:
             job = self._inflight
             if job is not None and now - job.started >= self.timeout_seconds:
                 return Reading(error=f"the previous vendor read has not returned after {now - job.started:.1f} s")
             if job is None:
-                job = self._inflight = _Job(now)
+                job = self._inflight = _Job(now, snapshot.devices)
                 self._ensure_worker()
                 self._jobs.put(job)
         job.done.wait(max(0.0, job.started + self.timeout_seconds - now))
@@ -147,17 +152,10 @@ class VendorReader:
     def _run(self, job: _Job) -> None:
         # The backend is third-party-facing code: whatever it raises must cost one scrape's data, not the
         # exporter, so this is the one place that catches every Exception.
-        try:
-            devices = tuple(self._backend.devices())
-        except Exception as err:  # noqa: BLE001 - vendor boundary, see above
-            with job.lock:
-                job.devices, job.error = (), f"devices() failed: {err}"
-            return
         with job.lock:
-            job.devices = devices
             job.unavailable = _unavailable_reason(self._backend)
             job.driver_version = _driver_version(self._backend)
-        for device in devices:
+        for device in job.devices:
             try:
                 sample = self._backend.sample(device)
             except Exception as err:  # noqa: BLE001 - vendor boundary

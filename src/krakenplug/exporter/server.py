@@ -1,40 +1,64 @@
-"""The exporter's HTTP server: ``/metrics``, ``/healthz`` and a landing page at ``/``.
+"""The exporter's HTTP server: prometheus_client's WSGI server, hardened for a port anyone may reach.
 
-The stdlib ThreadingHTTPServer with HTTP/1.1 keep-alive: Prometheus keeps its connection open between
-scrapes, so a scrape reuses the connection's thread instead of starting one. Connections are capped
-and tracked, so that ``stop()`` can close idle keep-alive connections and release the port at once.
+prometheus_client serves its WSGI app with ``ThreadingWSGIServer`` (wsgiref, a thread per connection).
+That class is the base here; what it lacks for a DaemonSet port open to the cluster network is added,
+and only that (docs/exporter.md, "HTTP"):
+
+- **Time bounds on clients.** A connection must send its request within ``request_timeout`` of connecting
+  (TLS handshake included) or of its first byte; a keep-alive connection may idle up to
+  ``idle_timeout`` between requests; an answer must be taken within ``answer_timeout``. One watchdog
+  thread drops a connection past its deadline and logs one line; everyone else is served meanwhile.
+- **No wedge at the connection cap.** At ``max_connections`` the longest-idle keep-alive connection
+  makes room; if none is idle the newcomer is closed at once (one line). Every other state is bounded
+  by a deadline, so the cap frees itself. No lock is held while calling anything that takes a lock.
+- **TLS per connection.** The handshake runs on the connection's thread under its deadline, never in
+  the accept loop (where one silent client would block every other).
+- **Keep-alive (HTTP/1.1).** Prometheus keeps its connection open, so a scrape starts no thread.
+- **Prompt stop.** ``stop()`` returns within about a second whatever clients do: the accept loop polls
+  every 0.2 s, every connection is shut down, and connection threads are daemons.
+- **Quiet failures.** A client that disconnects, times out or fails the handshake costs one log line,
+  never a traceback; the listen backlog (1024) keeps bursts of 200 concurrent scrapes from waiting on
+  SYN retransmits.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import gzip
-import html
 import logging
 import socket
+import ssl
+import sys
 import threading
+import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from typing import Any
+from http.server import BaseHTTPRequestHandler
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
+
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from krakenplug import errors
-from krakenplug.exporter.exposition import CONTENT_TYPE
+
+__all__ = ["Limits", "MetricsServer", "parse_address"]
 
 logger = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_SECONDS = 300.0  # longer than any sane scrape interval, so keep-alive connections survive
-MAX_CONNECTIONS = 32
-_GZIP_MIN_BYTES = 1024
+WSGIApp = Callable[..., Any]
+_WATCHDOG_PERIOD_SECONDS = 0.1
+_POLL_SECONDS = 0.2
+_JOIN_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
-class Routes:
-    """What the server serves; the exporter supplies these."""
+class Limits:
+    """How long and how many: every client state has a deadline."""
 
-    metrics: Callable[[], bytes]
-    health: Callable[[], tuple[bool, str]]
-    title: str = "KrakenPlug exporter"
+    request_timeout: float = 10.0  # connect (or first byte) -> complete request headers
+    idle_timeout: float = 300.0  # between requests on a keep-alive connection (beyond any scrape interval)
+    answer_timeout: float = 60.0  # request read -> answer sent (vendor reads are bounded well below)
+    max_connections: int = 256
+    backlog: int = 1024
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -46,113 +70,243 @@ def parse_address(address: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "krakenplug-exporter"
-    timeout = IDLE_TIMEOUT_SECONDS
-    server: _Server
+class _Connection:
+    """One client: its socket (replaced by the TLS one after the handshake), state and deadline."""
 
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
+    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.state = "request"
+        self.since = time.monotonic()
+        self.deadline = deadline
+        self.dropped = ""  # why the watchdog (or the cap) dropped it; empty while alive
+        self.thread: threading.Thread | None = None
+
+    def expect(self, state: str, seconds: float) -> None:
+        self.since = time.monotonic()
+        self.state, self.deadline = state, self.since + seconds
+
+    def drop(self, reason: str) -> None:
+        """Ends the connection from another thread; its own thread then fails its read or write and exits."""
+        self.dropped = reason
         try:
-            if path == "/metrics":
-                self._send(200, self.server.routes.metrics(), CONTENT_TYPE, compressible=True)
-            elif path == "/healthz":
-                ok, reason = self.server.routes.health()
-                self._send(200 if ok else 503, (reason + "\n").encode(), "text/plain; charset=utf-8")
-            elif path == "/":
-                self._send(200, _landing_page(self.server.routes.title), "text/html; charset=utf-8")
-            else:
-                self._send(404, f"no such page: {path}; try /metrics\n".encode(), "text/plain; charset=utf-8")
-        except Exception as err:  # the HTTP boundary: a bug costs one response, not the server
-            logger.exception("serving %s failed", path)
-            self._send(500, f"internal error: {err}\n".encode(), "text/plain; charset=utf-8")
-
-    def _send(self, status: int, body: bytes, content_type: str, *, compressible: bool = False) -> None:
-        gzipped = compressible and len(body) >= _GZIP_MIN_BYTES and _accepts_gzip(self.headers.get("Accept-Encoding"))
-        if gzipped:
-            body = gzip.compress(body, compresslevel=1)
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+            # socket.socket's own shutdown: on a TLS socket this cuts the fd without touching the
+            # SSL object that the connection's thread may be using right now.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = False
-    block_on_close = True  # server_close() joins handler threads (after stop() closed their sockets)
+class _Server(ThreadingWSGIServer):
+    daemon_threads = True
+    block_on_close = False  # stop() joins connection threads itself, with a time limit
 
-    def __init__(self, address: tuple[str, int], routes: Routes) -> None:
-        self.routes = routes
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, app: WSGIApp, limits: Limits,
+                 tls: Callable[[], ssl.SSLContext | None]) -> None:
+        self.address_family = family
+        self.request_queue_size = limits.backlog
+        self.limits = limits
+        self.tls = tls
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
         super().__init__(address, _Handler)
+        self.set_app(app)
+        self._watchdog = threading.Thread(target=self._watch, name="krakenplug-exporter-watchdog", daemon=True)
+        self._watchdog.start()
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        with self._connections_lock:
-            if len(self._connections) >= MAX_CONNECTIONS:
-                logger.warning("refusing connection from %s: %d connections open", client_address[0], MAX_CONNECTIONS)
-                self.shutdown_request(request)
-                return
-            self._connections.add(request)
-        super().process_request(request, client_address)
+    # -- connection bookkeeping (the accept loop) ---------------------------------------------------
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        peer = _peer(client_address)
+        victim: _Connection | None = None
+        with self._lock:
+            if len(self._connections) >= self.limits.max_connections:
+                idle = [c for c in self._connections.values() if c.state == "idle" and not c.dropped]
+                if not idle:
+                    refused = True
+                else:
+                    victim, refused = min(idle, key=lambda c: c.since), False
+            else:
+                refused = False
+            if not refused:
+                self._connections[request] = _Connection(request, peer, time.monotonic() + self.limits.request_timeout)
+        if victim is not None:
+            logger.warning("exporter: dropped idle client %s to make room (%d connections open)",
+                           victim.peer, self.limits.max_connections)
+            victim.drop("evicted")
+        if refused:
+            logger.warning("exporter: refused client %s: %d connections open, none idle",
+                           peer, self.limits.max_connections)
+        return not refused
 
-    def shutdown_request(self, request) -> None:  # type: ignore[no-untyped-def]
-        with self._connections_lock:
-            self._connections.discard(request)
+    def connection(self, request: Any) -> _Connection:
+        with self._lock:
+            return self._connections[request]
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        self.connection(request).thread = threading.current_thread()
+        super().process_request_thread(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            tracked = self._connections.pop(request, None)
+        if tracked is not None and tracked.sock is not request:
+            try:  # the TLS socket that took over the file descriptor
+                tracked.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            tracked.sock.close()
         super().shutdown_request(request)
 
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line per failed client; a traceback only for what is not a network failure (a bug)."""
+        err = sys.exc_info()[1]
+        with self._lock:
+            tracked = self._connections.get(request)
+        peer = _peer(client_address)
+        if tracked is not None and tracked.dropped:
+            logger.debug("exporter: client %s ended after being dropped: %s", peer, err)
+        elif isinstance(err, OSError):
+            logger.warning("exporter: dropped client %s: %s", peer, _describe(err))
+        else:
+            logger.error("exporter: serving client %s failed", peer, exc_info=err)
+
+    # -- deadlines ---------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stopped.wait(_WATCHDOG_PERIOD_SECONDS):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c in self._connections.values() if not c.dropped and c.deadline <= now]
+            for connection in late:
+                logger.warning("exporter: dropped client %s: %s", connection.peer, _late(connection, self.limits))
+                connection.drop("timeout")
+
+    def close_everything(self) -> None:
+        """After the accept loop ended: drop every connection, free the port, give threads a moment."""
+        self._stopped.set()
+        self._watchdog.join(timeout=_JOIN_SECONDS)
+        with self._lock:
+            connections = list(self._connections.values())
         for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed by the peer
-                pass
+            connection.drop("stopping")
+        self.server_close()
+        deadline = time.monotonic() + _JOIN_SECONDS
+        for connection in connections:
+            if connection.thread is not None:
+                connection.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
-class _Server6(_Server):
-    address_family = socket.AF_INET6
+class _ServerHandler(ServerHandler):
+    http_version = "1.1"  # with Content-Length on every answer, so clients keep the connection
+
+    def log_exception(self, exc_info: Any) -> None:
+        logger.debug("exporter: answering %s failed: %s", self.request_handler.client_address[0], exc_info[1])
+
+
+class _Handler(WSGIRequestHandler):
+    """HTTP/1.1 keep-alive over wsgiref: one request per ``handle_one_request``, under deadlines."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "krakenplug-exporter"
+    server: _Server
+    rbufsize = 64 * 1024
+
+    def setup(self) -> None:
+        self._connection = self.server.connection(self.request)
+        self._served = 0
+        context = self.server.tls()
+        if context is not None:
+            # The handshake blocks on the client; the watchdog's request deadline bounds it.
+            self.request = context.wrap_socket(self.request, server_side=True)
+            self._connection.sock = self.request
+        super().setup()
+
+    def handle(self) -> None:
+        # wsgiref answers one request per connection; BaseHTTPRequestHandler's loop keeps it alive.
+        BaseHTTPRequestHandler.handle(self)
+
+    def handle_one_request(self) -> None:
+        limits = self.server.limits
+        if self._served:
+            self._connection.expect("idle", limits.idle_timeout)
+            if not self.rfile.peek(1):  # the client closed its keep-alive connection
+                self.close_connection = True
+                return
+            self._connection.expect("request", limits.request_timeout)
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline, self.request_version, self.command = "", "", ""
+            self.send_error(414)
+            self.close_connection = True
+            return
+        if not self.parse_request():
+            return
+        if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # bodies are never read; the next bytes would not be a request
+        self._connection.expect("answer", limits.answer_timeout)
+        handler = _ServerHandler(self.rfile, self.wfile, sys.stderr, self.get_environ(), multithread=True)
+        handler.request_handler = self
+        handler.run(self.server.get_app())
+        self._served += 1
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.client_address[0], format % args)
 
 
 class MetricsServer:
-    """Listens on ``address`` when started; ``stop()`` closes every connection and frees the port."""
+    """Listens on ``address`` when constructed (a bad or busy address fails there); ``stop()`` frees it."""
 
-    def __init__(self, address: str, routes: Routes) -> None:
+    def __init__(self, address: str, app: WSGIApp, *, limits: Limits = Limits(),
+                 tls: Callable[[], ssl.SSLContext | None] = lambda: None) -> None:
         self.address = address
         host, port = parse_address(address)
-        server_class = _Server6 if ":" in host else _Server
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            self._server = server_class((host, port), routes)
+            self._server = _Server((host, port), family, app, limits, tls)
         except OSError as err:
             raise errors.ConfigError(f"exporter.address {address}: cannot listen: {_bind_reason(err)}") from err
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return int(self._server.server_address[1])
 
     def start(self) -> None:
-        # serve_forever checks for shutdown every poll_interval; 0.2 s keeps stop() quick.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": _POLL_SECONDS},
                                         name="krakenplug-exporter-http", daemon=True)
         self._thread.start()
-        logger.info("serving metrics on %s (/metrics, /healthz)", self.address)
+        scheme = "https" if self._server.tls() is not None else "http"
+        logger.info("serving metrics on %s://%s (/metrics, /healthz)", scheme, self.address)
 
     def stop(self) -> None:
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
             self._thread = None
-        self._server.close_connections()
-        self._server.server_close()
+        self._server.close_everything()
+
+
+def _peer(client_address: Any) -> str:
+    if isinstance(client_address, tuple) and len(client_address) >= 2:
+        host, port = client_address[0], client_address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(client_address)
+
+
+def _late(connection: _Connection, limits: Limits) -> str:
+    if connection.state == "idle":
+        return f"keep-alive connection idle for {limits.idle_timeout:g} s"
+    if connection.state == "answer":
+        return f"did not take its answer within {limits.answer_timeout:g} s"
+    return f"no complete request within {limits.request_timeout:g} s"
+
+
+def _describe(err: OSError) -> str:
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed: {err.reason or err}"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    return err.strerror or str(err) or type(err).__name__
 
 
 def _bind_reason(err: OSError) -> str:
@@ -160,23 +314,4 @@ def _bind_reason(err: OSError) -> str:
         return f"cannot resolve the host: {err.strerror}"
     known = {errno.EADDRINUSE: "address already in use", errno.EADDRNOTAVAIL: "cannot assign requested address",
              errno.EACCES: "permission denied (ports below 1024 need privileges)"}
-    return known.get(err.errno, err.strerror or str(err))
-
-
-def _accepts_gzip(header: str | None) -> bool:
-    if not header:
-        return False
-    for part in header.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
-
-
-def _landing_page(title: str) -> bytes:
-    name = html.escape(title)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{name}</title></head>\n"
-            f"<body><h1>{name}</h1>\n<ul>\n"
-            "<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics of this node's accelerators</li>\n"
-            "<li><a href=\"/healthz\">/healthz</a>: 200 while the last collection succeeded recently</li>\n"
-            "</ul></body></html>\n").encode()
+    return known.get(err.errno or 0, err.strerror or str(err))

@@ -19,6 +19,7 @@ import yaml
 from krakenplug.api import podresources_v1_pb2 as pr_pb2
 from krakenplug.api import podresources_v1_pb2_grpc as pr_grpc
 from krakenplug.backends.fake import FakeBackend, FakeOptions
+from krakenplug.hub import DeviceHub
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
 
@@ -46,6 +47,13 @@ def fake_backend(devices_file: Path | None = None) -> FakeBackend:
     backend = FakeBackend(FakeOptions(devices_file=devices_file))
     backend.open()
     return backend
+
+
+def hub_for(backend: Any) -> DeviceHub:
+    """A device hub over ``backend`` holding its first snapshot (the agent's hub would keep polling)."""
+    hub = DeviceHub(backend)
+    hub.refresh()
+    return hub
 
 
 def container(name: str, *entries: tuple[str, Sequence[str], Sequence[int]]) -> pr_pb2.ContainerResources:

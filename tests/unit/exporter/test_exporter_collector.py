@@ -9,6 +9,7 @@ from exporter_helpers import (
     RESOURCE,
     container,
     fake_backend,
+    hub_for,
     pod,
     response,
     write_devices,
@@ -42,11 +43,13 @@ class MutablePods:
 @pytest.fixture
 def scrape():
     """scrape(backend, pods=..., **kwargs) -> {metric name: [(labels dict, value), ...]} via the registry."""
-    collectors = []
+    collectors, hubs = [], []
 
     def run(backend, pods=None, **kwargs):
         if not collectors:
-            collectors.append(make_collector(backend, node_name=NODE, pods=pods, **kwargs))
+            hubs.append(hub_for(backend))
+            collectors.append(make_collector(hubs[0], node_name=NODE, pods=pods, **kwargs))
+        hubs[0].refresh()  # what the agent's hub does on its poll interval
         exposition = generate_latest(build_registry(collectors[0])).decode()
         return {family.name: [(sample.labels, sample.value) for sample in family.samples]
                 for family in text_string_to_metric_families(exposition)}
@@ -197,7 +200,7 @@ def test_pod_map_freshness_metrics(scrape):
 
 def test_health_states(tmp_path):
     devices_file = write_devices(tmp_path / "d.yaml")
-    collector = make_collector(fake_backend(devices_file), node_name=NODE)
+    collector = make_collector(hub_for(fake_backend(devices_file)), node_name=NODE)
     try:
         assert collector.health(max_age_seconds=60) == (True, "ok")
         write_devices(devices_file, faults={"sample_error": "ECC storm"})

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 import pytest
-from exporter_helpers import fake_backend, write_devices
+from exporter_helpers import fake_backend, hub_for, write_devices
 
 from krakenplug import errors
 from krakenplug.backends import base, fallback
@@ -20,7 +20,8 @@ def reader_for():
     readers: list[VendorReader] = []
 
     def make(backend, timeout: float = 5.0) -> VendorReader:
-        readers.append(VendorReader(backend, timeout_seconds=timeout))
+        hub = hub_for(backend)
+        readers.append(VendorReader(hub.backend, hub.snapshot, timeout_seconds=timeout))
         return readers[-1]
 
     yield make

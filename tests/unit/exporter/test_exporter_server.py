@@ -1,4 +1,5 @@
-"""The HTTP side: routes, /healthz states, keep-alive, gzip, bad addresses, clean shutdown via run()."""
+"""The HTTP side through run(): routes, /healthz states, keep-alive, the library's negotiation, gzip and
+name[] filtering, bad addresses, clean shutdown."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from exporter_helpers import RESOURCE, container, pod, response, write_devices
 
 from krakenplug import errors, exporter, settings
 from krakenplug.backends.fake import FakeBackend, FakeOptions
-from krakenplug.exporter.server import MetricsServer, Routes, parse_address
+from krakenplug.exporter.server import MetricsServer, parse_address
 from krakenplug.hub import DeviceHub
+
+NO_APP = lambda environ, start_response: []  # noqa: E731 - binding is all these tests need
 
 
 def _settings(port: int, pod_socket, **exporter_fields) -> settings.Settings:
@@ -36,9 +39,12 @@ def running(tmp_path, short_tmp, free_port, clean_env):
     stop = threading.Event()
     failures: list[Exception] = []
 
+    hub = DeviceHub(backend, poll_seconds=0.1)
+    hub.start(stop)
+
     def serve(config):
         try:
-            exporter.run(config, DeviceHub(backend), stop)
+            exporter.run(config, hub, stop)
         except Exception as err:  # noqa: BLE001 - surfaced at teardown
             failures.append(err)
 
@@ -53,6 +59,7 @@ def running(tmp_path, short_tmp, free_port, clean_env):
 
     yield start
     stop.set()
+    hub.join()
     for thread in threads:
         thread.join(timeout=10)
         assert not thread.is_alive(), "exporter.run() did not return after stop"
@@ -130,7 +137,9 @@ def test_stop_does_not_wait_for_idle_connections(free_port, tmp_path, short_tmp,
     backend = FakeBackend(FakeOptions(devices_file=write_devices(tmp_path / "d.yaml")))
     backend.open()
     stop = threading.Event()
-    thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), backend, stop))
+    hub = DeviceHub(backend)
+    hub.refresh()
+    thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), hub, stop))
     thread.start()
     _wait_for_port(free_port)
     idle = http.client.HTTPConnection("127.0.0.1", free_port, timeout=10)
@@ -175,12 +184,28 @@ def test_gzip_when_asked(running):
     assert "Content-Encoding" not in headers
 
 
+def test_openmetrics_when_asked(running):
+    port, _ = running()
+    status, headers, body = get(port, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert body.endswith(b"# EOF\n") and b"# TYPE krakenplug_device_util gauge" in body
+
+
+def test_name_filter_selects_families(running):
+    port, _ = running()
+    _, _, body = get(port, "/metrics?name[]=krakenplug_device_util&name[]=krakenplug_collector_up")
+    names = {line.split(b"{")[0].split(b" ")[0] for line in body.splitlines() if not line.startswith(b"#")}
+    assert names == {b"krakenplug_device_util", b"krakenplug_collector_up"}
+
+
 def test_run_releases_the_port(free_port, tmp_path, short_tmp, clean_env):
     backend = FakeBackend(FakeOptions(devices_file=write_devices(tmp_path / "d.yaml")))
     backend.open()
+    hub = DeviceHub(backend)
+    hub.refresh()
     for _ in range(2):  # the second run binds the same port again
         stop = threading.Event()
-        thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), backend, stop))
+        thread = threading.Thread(target=exporter.run, args=(_settings(free_port, short_tmp / "x.sock"), hub, stop))
         thread.start()
         _wait_for_port(free_port)
         stop.set()
@@ -197,23 +222,34 @@ def test_krakenplug_run_exits_naming_a_taken_address(free_port, clean_env):
              "--metrics-address", f"127.0.0.1:{free_port}"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
     assert f"exporter.address 127.0.0.1:{free_port}: cannot listen: address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "address already in use" in line] == [
+        next(line for line in result.stderr.splitlines() if "cannot listen" in line)]
+
+
+@pytest.mark.parametrize("address", ["nonsense", "127.0.0.1:99999", "999.0.0.1:9478", "::1:9478"])
+def test_krakenplug_run_refuses_a_bad_address_with_exit_2(address, clean_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--no-plugin", "--no-discovery",
+         "--metrics-address", address], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "exporter.address" in result.stderr and repr(address) in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_address_in_use_is_named(free_port):
-    routes = Routes(metrics=lambda: b"", health=lambda: (True, "ok"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port))
         taken.listen()
         with pytest.raises(errors.ConfigError, match=rf"exporter.address 127.0.0.1:{free_port}: cannot listen: "
                                                      r"address already in use"):
-            MetricsServer(f"127.0.0.1:{free_port}", routes)
+            MetricsServer(f"127.0.0.1:{free_port}", NO_APP)
 
 
 def test_an_address_of_another_host_is_named():
-    routes = Routes(metrics=lambda: b"", health=lambda: (True, "ok"))
     with pytest.raises(errors.ConfigError, match=r"exporter.address 192.0.2.1:9478: cannot listen: "
                                                  r"cannot assign requested address"):
-        MetricsServer("192.0.2.1:9478", routes)
+        MetricsServer("192.0.2.1:9478", NO_APP)
 
 
 @pytest.mark.parametrize(("address", "parsed"), [
