@@ -1,0 +1,126 @@
+"""CDI (Container Device Interface) spec files: what a CDI-enabled runtime reads from /var/run/cdi.
+
+Shared by the DRA driver (one spec per prepared claim) and the device plugin's ``cdi_enabled`` mode
+(one spec per vendor with a CDI device per physical device, kept current). The vendors other than
+NVIDIA ship no CDI generator, so without these files the CDI names we hand out could not be resolved.
+Edits come from the backend's ``allocate()``, the same device nodes, env and mounts the device plugin
+returns. Files are written atomically (temporary file, fsync, rename) so a runtime never reads half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from krakenplug.backends import base
+
+__all__ = ["CDI_VERSION", "DeviceSpecs", "container_edits", "device_name", "qualified", "remove_spec", "spec",
+           "write_json"]
+
+logger = logging.getLogger(__name__)
+
+CDI_VERSION = "0.6.0"  # the oldest version with every field we write; containerd 1.7+ and CRI-O read it
+_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+Json = dict[str, Any]
+
+
+def device_name(text: str) -> str:
+    """A CDI device name (letters, digits, ``_ . : -``, starting with a letter or digit) for ``text``."""
+    name = _NAME_CHARACTERS.sub("-", text).lstrip("_.:-")
+    return name or "device"
+
+
+def qualified(kind: str, name: str) -> str:
+    """The fully qualified CDI device ID the runtime resolves: ``vendor/class=name``."""
+    return f"{kind}={name}"
+
+
+def container_edits(allocation: base.ContainerAllocation, *, env: bool = True) -> Json:
+    """``containerEdits`` for an allocation; ``env=False`` leaves the variables to the caller."""
+    edits: Json = {}
+    if env and allocation.envs:
+        edits["env"] = [f"{key}={value}" for key, value in sorted(allocation.envs.items())]
+    if allocation.device_nodes:
+        edits["deviceNodes"] = [{"path": node.container_path, "hostPath": node.host_path,
+                                 "permissions": node.permissions} for node in allocation.device_nodes]
+    if allocation.mounts:
+        edits["mounts"] = [{"hostPath": mount.host_path, "containerPath": mount.container_path,
+                            "options": ["ro", "nosuid", "nodev", "bind"] if mount.read_only
+                            else ["rw", "nosuid", "nodev", "bind"]} for mount in allocation.mounts]
+    return edits
+
+
+def spec(kind: str, devices: Mapping[str, Json]) -> Json:
+    """A CDI spec of ``kind`` with one device per (name, containerEdits) pair."""
+    return {"cdiVersion": CDI_VERSION, "kind": kind,
+            "devices": [{"name": name, "containerEdits": edits} for name, edits in devices.items()]}
+
+
+def write_json(directory: Path, filename: str, content: Json) -> Path:
+    """Writes ``content`` as JSON to ``directory/filename`` atomically (specs, checkpoints); returns the path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / filename
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(content, stream, indent=2, sort_keys=True)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # runtimes run as root, but tools that list specs may not
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return target
+
+
+def remove_spec(directory: Path, filename: str) -> bool:
+    """Removes a spec; False when it was already gone."""
+    try:
+        (directory / filename).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class DeviceSpecs:
+    """The device plugin's spec: one CDI device per physical device, rewritten when the devices change.
+
+    Env vars stay out of these per-device edits: several devices of one container would overwrite each
+    other's ``*_VISIBLE_DEVICES``; the device plugin's Allocate response carries the env itself.
+    """
+
+    def __init__(self, directory: Path, kind: str, backend: base.Backend) -> None:
+        self.directory = Path(directory)
+        self.kind = kind
+        self.filename = device_name(kind.replace("/", "_")) + ".json"
+        self._backend = backend
+        self._written: Json | None = None
+
+    def cdi_id(self, device: base.Device) -> str:
+        return qualified(self.kind, device_name(device.id))
+
+    def update(self, devices: Sequence[base.Device]) -> bool:
+        """Rewrites the spec when its content changes; True when it did."""
+        wanted = spec(self.kind, {device_name(device.id): container_edits(self._backend.allocate([device]), env=False)
+                                  for device in devices})
+        if wanted == self._written and (self.directory / self.filename).exists():
+            return False
+        write_json(self.directory, self.filename, wanted)
+        self._written = wanted
+        logger.info("wrote CDI spec %s with %d device(s)", self.directory / self.filename, len(devices))
+        return True
+
+    def remove(self) -> None:
+        remove_spec(self.directory, self.filename)
+        self._written = None

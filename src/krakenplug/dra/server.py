@@ -1,0 +1,129 @@
+"""The two unix sockets: the DRA service (plugins/<driver>/dra.sock) and registration (plugins_registry/).
+
+The kubelet's plugin watcher finds the registration socket when it is created and when the kubelet
+starts (it walks the directory), so a restarted kubelet registers us again by itself. What we must do is
+keep the socket there: when it was deleted or replaced, it is served again on a fresh file. With a
+rolling-update UID both names carry it, so an old and a new pod of the driver serve side by side.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from krakenplug import errors
+
+logger = logging.getLogger(__name__)
+
+MAX_WORKERS = 16  # the kubelet holds one health stream; Prepare/Unprepare come in parallel for many pods
+_STOP_GRACE_SECONDS = 1.0
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+
+Identity = tuple[int, int]
+
+
+def identity_of(path: Path) -> Identity | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def socket_paths(registry_dir: Path, plugin_dir: Path, driver: str, uid: str | None) -> tuple[Path, Path]:
+    """(registration socket, DRA socket); a UID is cut to 8 characters where the full one would not fit."""
+    for suffix in ([uid, uid[:8]] if uid else [None]):
+        registration = registry_dir / (f"{driver}-{suffix}-reg.sock" if suffix else f"{driver}-reg.sock")
+        service = plugin_dir / (f"dra-{suffix}.sock" if suffix else "dra.sock")
+        if max(len(os.fsencode(registration)), len(os.fsencode(service))) <= MAX_SOCKET_PATH:
+            return registration, service
+    raise errors.ConfigError(f"dra.registry_dir / dra.plugins_dir: socket path {registration} or {service} is longer "
+                             f"than the {MAX_SOCKET_PATH} bytes a unix socket allows; choose shorter directories "
+                             "or dra.driver_name")
+
+
+def accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def remove_dead_sockets(directory: Path, pattern: str, keep: Path) -> list[Path]:
+    """Removes sockets matching ``pattern`` nobody serves (left by a killed pod); live ones stay."""
+    removed = []
+    for path in directory.glob(pattern):
+        if path != keep and not accepts(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+class SocketServer:
+    """A gRPC server on one unix socket; ``add`` registers the servicers on a fresh grpc.Server."""
+
+    def __init__(self, path: Path, add: Callable[[grpc.Server], None], *, what: str) -> None:
+        self.path = Path(path)
+        self._add = add
+        self._what = what
+        self._server: grpc.Server | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.identity: Identity | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if stat.S_ISDIR(os.lstat(self.path).st_mode):
+                raise errors.RegistrationError(f"cannot serve {self._what} on {self.path}: a directory is in the way")
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
+                                                               thread_name_prefix=f"dra-{self.path.stem}")
+        self._server = grpc.server(self._executor)
+        self._add(self._server)
+        try:
+            if not self._server.add_insecure_port(f"unix://{self.path}"):
+                raise RuntimeError("add_insecure_port returned 0")
+            self._server.start()
+        except (RuntimeError, OSError) as err:
+            self.stop()
+            raise errors.RegistrationError(f"cannot serve {self._what} on {self.path}: {err}") from err
+        self.identity = identity_of(self.path)
+        logger.info("serving %s on %s", self._what, self.path)
+
+    def owns_socket(self) -> bool:
+        return self.identity is not None and identity_of(self.path) == self.identity
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(_STOP_GRACE_SECONDS).wait()
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self.identity is not None and identity_of(self.path) == self.identity:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        self.identity = None
+
+    def restart_if_lost(self) -> bool:
+        """Serves again when our socket file was deleted or replaced; True when it did."""
+        if self.owns_socket():
+            return False
+        logger.info("%s socket %s was removed or replaced; serving it again", self._what, self.path)
+        self.stop()
+        self.start()
+        return True

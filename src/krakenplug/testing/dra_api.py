@@ -1,0 +1,396 @@
+"""An API server stand-in for resource.k8s.io/v1 ResourceSlices and ResourceClaims, for the real client.
+
+It serves, on http://127.0.0.1:<port>, what a DRA driver calls, with the API server's rules where the
+driver depends on them:
+
+* ``resourceslices``: list (``fieldSelector`` on ``spec.nodeName``, ``spec.driver``, ``spec.pool.name``),
+  create (409 when the name exists), get, replace (``metadata.resourceVersion`` must match: 409) and
+  delete (404 when absent);
+* validation as in ``k8s.io/kubernetes/pkg/apis/resource/validation`` for what drivers get wrong:
+  driver and pool names, DNS-label device names, unique device names, at most 128 devices per slice
+  (64 once a device has taints), at most 32 attributes and capacities per device, qualified names
+  (domain <= 63, id <= 32), string and version values <= 64 characters, version values semver, taint
+  effects; a violation answers 422 with a ``Status`` naming the field;
+* what the server fills in: ``resourceVersion``, ``uid``, ``timeAdded`` of taints, and quantities in
+  their canonical form (``81920Mi`` comes back as ``80Gi``);
+* ``resourceclaims``: get, from claims a test (a stand-in scheduler: :meth:`allocate`) put there.
+
+Every request is recorded; faults (a status, for the next requests of a method) can be queued.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+Json = dict[str, Any]
+
+_PREFIX = "/apis/resource.k8s.io/v1"
+_SLICES = re.compile(rf"^{_PREFIX}/resourceslices(?:/([^/]+))?$")
+_CLAIM = re.compile(rf"^{_PREFIX}/namespaces/([^/]+)/resourceclaims/([^/]+)$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|Pi)?$")
+_BINARY = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50}
+MAX_DEVICES = 128
+MAX_DEVICES_WITH_TAINTS = 64
+MAX_ATTRIBUTES = 32
+
+
+def _subdomain(name: Any) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 253 and all(_LABEL.match(part) for part in name.split("."))
+
+
+def canonical_quantity(text: str) -> str:
+    """The API server's canonical form of a binary quantity (what it writes back)."""
+    match = _QUANTITY.match(text)
+    if not match:
+        return text
+    value = int(match.group(1)) * _BINARY[match.group(2) or ""]
+    if value == 0:
+        return "0"
+    for suffix in ("Pi", "Ti", "Gi", "Mi", "Ki"):
+        if value % _BINARY[suffix] == 0:
+            return f"{value // _BINARY[suffix]}{suffix}"
+    return str(value)
+
+
+def slice_problems(obj: Any) -> list[str]:
+    """Why the API server would refuse this ResourceSlice (empty when it would take it)."""
+    if not isinstance(obj, dict):
+        return ["body: must be an object"]
+    problems: list[str] = []
+    if not _subdomain((obj.get("metadata") or {}).get("name")):
+        problems.append("metadata.name: must be a DNS subdomain")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return problems + ["spec: required"]
+    if not _subdomain(spec.get("driver")) or len(spec["driver"]) > 63:
+        problems.append(f"spec.driver: {spec.get('driver')!r} must be a DNS subdomain of at most 63 characters")
+    pool = spec.get("pool") or {}
+    if not isinstance(pool.get("name"), str) or not pool["name"]:
+        problems.append("spec.pool.name: required")
+    if not isinstance(pool.get("generation"), int) or pool["generation"] < 0:
+        problems.append("spec.pool.generation: must be a non-negative integer")
+    if not isinstance(pool.get("resourceSliceCount"), int) or pool["resourceSliceCount"] < 1:
+        problems.append("spec.pool.resourceSliceCount: must be at least 1")
+    devices = spec.get("devices") or []
+    limit = MAX_DEVICES_WITH_TAINTS if any(d.get("taints") for d in devices if isinstance(d, dict)) else MAX_DEVICES
+    if len(devices) > limit:
+        problems.append(f"spec.devices: {len(devices)} devices, at most {limit} allowed")
+    seen: set[str] = set()
+    for position, device in enumerate(devices):
+        problems.extend(_device_problems(device, f"spec.devices[{position}]", seen))
+    return problems
+
+
+def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
+    if not isinstance(device, dict):
+        return [f"{where}: must be an object"]
+    problems = []
+    name = device.get("name")
+    if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
+        problems.append(f"{where}.name: {name!r} must be a DNS label")
+    elif name in seen:
+        problems.append(f"{where}.name: duplicate {name!r}")
+    else:
+        seen.add(name)
+    attributes, capacity = device.get("attributes") or {}, device.get("capacity") or {}
+    if len(attributes) + len(capacity) > MAX_ATTRIBUTES:
+        problems.append(f"{where}: {len(attributes) + len(capacity)} attributes and capacities, at most 32")
+    for key, value in attributes.items():
+        problems.extend(_qualified_problems(key, f"{where}.attributes"))
+        kinds = [kind for kind in ("int", "bool", "string", "version") if kind in (value or {})]
+        if len(kinds) != 1:
+            problems.append(f"{where}.attributes[{key}]: exactly one of int, bool, string, version")
+            continue
+        typed = value[kinds[0]]
+        if kinds[0] in ("string", "version") and (not isinstance(typed, str) or len(typed) > 64):
+            problems.append(f"{where}.attributes[{key}].{kinds[0]}: at most 64 characters")
+        if kinds[0] == "version" and isinstance(typed, str) and not _SEMVER.match(typed):
+            problems.append(f"{where}.attributes[{key}].version: {typed!r} is not semver 2.0")
+        if kinds[0] == "int" and (not isinstance(typed, int) or isinstance(typed, bool)):
+            problems.append(f"{where}.attributes[{key}].int: must be an integer")
+    for key, value in capacity.items():
+        problems.extend(_qualified_problems(key, f"{where}.capacity"))
+        if not isinstance((value or {}).get("value"), str) or not _QUANTITY.match(value["value"]):
+            problems.append(f"{where}.capacity[{key}].value: must be a quantity")
+    for position, taint in enumerate(device.get("taints") or []):
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            problems.append(f"{where}.taints[{position}].effect: {taint.get('effect')!r} must be NoSchedule or NoExecute")
+        value = taint.get("value") or ""
+        if len(value) > 63 or (value and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)):
+            problems.append(f"{where}.taints[{position}].value: {value!r} must be a label value")
+    return problems
+
+
+def _qualified_problems(key: str, where: str) -> list[str]:
+    domain, slash, ident = key.rpartition("/")
+    problems = []
+    if slash and (len(domain) > 63 or not _subdomain(domain)):
+        problems.append(f"{where}[{key}]: domain must be a DNS subdomain of at most 63 characters")
+    if len(ident) > 32 or not _C_IDENTIFIER.match(ident):
+        problems.append(f"{where}[{key}]: name must be a C identifier of at most 32 characters")
+    return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: Any
+    status: int
+
+
+class ResourceApiServer:
+    """See the module docstring; use as a context manager."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._slices: dict[str, Json] = {}
+        self._claims: dict[tuple[str, str], Json] = {}
+        self._faults: list[tuple[str | None, int]] = []
+        self._version = 1000
+        self.requests: list[Request] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-resource-api",
+                                        daemon=True)
+
+    def __enter__(self) -> ResourceApiServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: stand-in\n  cluster:\n    server: {self.url}\n"
+            "users:\n- name: tester\n  user:\n    token: test-token\n"
+            "contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n"
+            "current-context: stand-in\n"
+        )
+        return path
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def slices(self, *, driver: str | None = None) -> list[Json]:
+        with self._lock:
+            return [copy.deepcopy(s) for _, s in sorted(self._slices.items())
+                    if driver is None or s["spec"].get("driver") == driver]
+
+    def devices(self, *, driver: str | None = None) -> dict[str, Json]:
+        """Every published device by name."""
+        return {device["name"]: device for item in self.slices(driver=driver) for device in item["spec"]["devices"]}
+
+    def put_slice(self, obj: Json) -> None:
+        """Somebody else's slice (another agent's, a stale one)."""
+        with self._lock:
+            stored = copy.deepcopy(obj)
+            stored["metadata"].update(resourceVersion=self._bump(), uid=str(uuid.uuid4()))
+            self._slices[stored["metadata"]["name"]] = stored
+
+    def wait_for(self, predicate: Callable[[ResourceApiServer], Any], timeout: float = 15.0) -> Any:
+        """Waits until ``predicate(self)`` is truthy after some change; raises TimeoutError."""
+        with self._lock:
+            result = self._lock.wait_for(lambda: predicate(self), timeout=timeout)
+        if not result:
+            raise TimeoutError("the API stand-in never reached the expected state")
+        return result
+
+    def writes(self) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.method in ("POST", "PUT", "DELETE", "PATCH")]
+
+    def fail(self, status: int, *, method: str | None = None, times: int = 1) -> None:
+        with self._lock:
+            self._faults.extend((method, status) for _ in range(times))
+
+    def put_claim(self, claim: Json) -> Json:
+        """Stores a ResourceClaim as given (tests use it for malformed ones)."""
+        with self._lock:
+            metadata = claim.setdefault("metadata", {})
+            self._claims[(metadata.get("namespace", "default"), metadata.get("name", ""))] = copy.deepcopy(claim)
+            self._lock.notify_all()
+            return claim
+
+    def delete_claim(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._claims.pop((namespace, name), None)
+
+    def allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int = 1,
+                 pick: Callable[[Json], bool] = lambda device: True, request: str = "req",
+                 config: Iterable[Json] = (), uid: str | None = None, exclude: Iterable[str] = ()) -> Json:
+        """A stand-in scheduler: allocates ``count`` untainted published devices of ``driver`` that ``pick``
+        accepts, and stores the claim reserved for a pod on ``node``. Raises LookupError when too few fit."""
+        with self._lock:
+            return self._allocate(namespace, name, driver=driver, node=node, count=count, pick=pick, request=request,
+                                  config=config, uid=uid, exclude=exclude)
+
+    def _allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int,
+                  pick: Callable[[Json], bool], request: str, config: Iterable[Json], uid: str | None,
+                  exclude: Iterable[str]) -> Json:
+        busy = set(exclude) | {result["device"] for claim in self._claims.values()
+                               for result in (((claim.get("status") or {}).get("allocation") or {})
+                                              .get("devices") or {}).get("results") or []}
+        free = [device for device_name, device in sorted(self.devices(driver=driver).items())
+                if device_name not in busy and not device.get("taints") and pick(device)]
+        if len(free) < count:
+            raise LookupError(f"only {len(free)} free devices of {driver} match, {count} requested")
+        results = [{"request": request, "driver": driver, "pool": node, "device": device["name"]}
+                   for device in free[:count]]
+        claim = {
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"namespace": namespace, "name": name, "uid": uid or str(uuid.uuid4())},
+            "spec": {"devices": {"requests": [{"name": request, "exactly": {"deviceClassName": driver,
+                                                                             "count": count}}]}},
+            "status": {
+                "allocation": {
+                    "devices": {"results": results, "config": [{"source": "FromClaim", **c} for c in config]},
+                    "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+                        {"key": "metadata.name", "operator": "In", "values": [node]}]}]},
+                },
+                "reservedFor": [{"resource": "pods", "name": f"{name}-pod", "uid": str(uuid.uuid4())}],
+            },
+        }
+        return self.put_claim(claim)
+
+    def _bump(self) -> str:
+        self._version += 1
+        return str(self._version)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    def _answer(self, method: str, target: str, body: Any) -> tuple[int, Json]:
+        with self._lock:
+            for index, (wanted, status) in enumerate(self._faults):
+                if wanted in (None, method):
+                    self._faults.pop(index)
+                    return status, _status(status, "injected failure")
+        url = urlsplit(target)
+        match = _SLICES.match(url.path)
+        if match:
+            return self._slice_call(method, match.group(1), parse_qs(url.query), body)
+        match = _CLAIM.match(url.path)
+        if match and method == "GET":
+            with self._lock:
+                claim = self._claims.get((match.group(1), match.group(2)))
+            if claim is None:
+                return 404, _status(404, f'resourceclaims.resource.k8s.io "{match.group(2)}" not found', "NotFound")
+            return 200, copy.deepcopy(claim)
+        return 404, _status(404, f"the stand-in has no route for {method} {url.path}", "NotFound")
+
+    def _slice_call(self, method: str, name: str | None, query: dict[str, list[str]], body: Any) -> tuple[int, Json]:
+        with self._lock:
+            if name is None and method == "GET":
+                return 200, self._list(query)
+            if name is None and method == "POST":
+                return self._store(body, create=True)
+            if name is None:
+                return 405, _status(405, f"{method} on the collection")
+            current = self._slices.get(name)
+            if current is None:
+                return 404, _status(404, f'resourceslices.resource.k8s.io "{name}" not found', "NotFound")
+            if method == "GET":
+                return 200, copy.deepcopy(current)
+            if method == "PUT":
+                if not isinstance(body, dict) or (body.get("metadata") or {}).get("name") != name:
+                    return 400, _status(400, "metadata.name does not match the URL")
+                return self._store(body, create=False)
+            if method == "DELETE":
+                del self._slices[name]
+                self._lock.notify_all()
+                return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+            return 405, _status(405, f"{method} is not supported here")
+
+    def _list(self, query: dict[str, list[str]]) -> Json:
+        wanted: dict[str, str] = {}
+        for selector in query.get("fieldSelector", []):
+            for term in selector.split(","):
+                key, _, value = term.partition("=")
+                wanted[key] = value
+        fields = {"spec.nodeName": lambda s: s["spec"].get("nodeName"), "spec.driver": lambda s: s["spec"].get("driver"),
+                  "spec.pool.name": lambda s: s["spec"]["pool"].get("name")}
+        items = [copy.deepcopy(s) for _, s in sorted(self._slices.items())
+                 if all(key in fields and fields[key](s) == value for key, value in wanted.items())]
+        return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSliceList",
+                "metadata": {"resourceVersion": str(self._version)}, "items": items}
+
+    def _store(self, body: Any, *, create: bool) -> tuple[int, Json]:
+        problems = slice_problems(body)
+        if problems:
+            return 422, _status(422, "ResourceSlice is invalid: " + "; ".join(problems), "Invalid")
+        name = body["metadata"]["name"]
+        current = self._slices.get(name)
+        if create and current is not None:
+            return 409, _status(409, f'resourceslices.resource.k8s.io "{name}" already exists', "AlreadyExists")
+        if not create and body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:  # type: ignore[index]
+            return 409, _status(409, f'Operation cannot be fulfilled on resourceslices.resource.k8s.io "{name}": '
+                                     "the object has been modified", "Conflict")
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = self._bump()
+        stored["metadata"]["uid"] = current["metadata"]["uid"] if current else str(uuid.uuid4())
+        for device in stored["spec"].get("devices") or []:
+            for taint in device.get("taints") or []:
+                taint.setdefault("timeAdded", "2026-01-01T00:00:00Z")
+            for capacity in (device.get("capacity") or {}).values():
+                capacity["value"] = canonical_quantity(capacity["value"])
+        self._slices[name] = stored
+        self._lock.notify_all()
+        return (201 if create else 200), copy.deepcopy(stored)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                status, payload = server._answer(self.command, self.path, body)
+                with server._lock:
+                    server.requests.append(Request(self.command, self.path, body, status))
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_PUT = do_POST = do_DELETE = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _status(code: int, message: str, reason: str | None = None) -> Json:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+            "reason": reason or HTTPStatus(code).phrase.replace(" ", ""), "code": code}
