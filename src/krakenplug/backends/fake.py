@@ -38,17 +38,25 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from krakenplug import errors
+from krakenplug import errors, fswatch
 from krakenplug.backends import base
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESOURCE = "krakenplug.pcl.ac.cn/fake"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SHOWN_CHARACTERS = 120
 
 
 class FakeOptions(base.BackendOptions):
     devices_file: Path | None = Field(None, description="YAML device file; None uses the embedded default.")
-    watch_interval_seconds: float = Field(0.05, gt=0, description="How often the file is checked for edits.")
+    watch_interval_seconds: float = Field(
+        1.0, gt=0, description="Where inotify is unavailable: how often the file is checked for edits.",
+    )
+    settle_seconds: float = Field(
+        0.05, ge=0, description="An in-place (non-atomic) write is read once the file was quiet this long.",
+    )
+    max_file_bytes: int = Field(1_048_576, ge=1, description="A larger devices file is refused, not read.")
     device_node_host_path: str = Field(
         "/dev/null", description="Host device handed to containers as /dev/krakenplug-fake<index>.",
     )
@@ -90,16 +98,24 @@ class _State:
 
 
 class FakeBackend:
-    """Devices from a file; thread-safe; reloads when the file changes."""
+    """Devices from a file; thread-safe.
+
+    While ``watch_health`` runs, it alone reads the file (woken by inotify, or by a slow stat poll where
+    inotify is unavailable) and ``devices()`` / ``sample()`` only return the state it last loaded. Without
+    a watcher (a one-shot ``krakenplug devices``, a test) they re-read the file when its stat changed.
+    A file is parsed outside the lock that guards the state, so readers never wait for a parse.
+    """
 
     name: ClassVar[str] = "fake"
     Options: ClassVar[type[FakeOptions]] = FakeOptions
 
     def __init__(self, options: FakeOptions, *, node_name: str = "") -> None:
         self._options = options
-        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()  # held only to swap or read ``_state``
+        self._load_lock = threading.Lock()  # one reader of the file at a time
         self._state: _State | None = None
         self._stamp: tuple[int, int, int] | None = None
+        self._watching = False
         self.last_error: str | None = None
 
     @property
@@ -107,17 +123,16 @@ class FakeBackend:
         return str(self._options.devices_file) if self._options.devices_file else "<embedded default>"
 
     def open(self) -> None:
-        with self._lock:
-            try:
-                self._state = self._load()
-            except errors.ConfigError as err:
-                raise errors.BackendUnavailable(str(err)) from err
+        try:
+            self._reload(force=True)
+        except errors.ConfigError as err:
+            raise errors.BackendUnavailable(str(err)) from err
 
     def close(self) -> None:
         pass
 
     def devices(self) -> Sequence[base.Device]:
-        return self._refresh().devices
+        return self._current().devices
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         ids = ",".join(device.id for device in devices)
@@ -132,7 +147,7 @@ class FakeBackend:
         )
 
     def sample(self, device: base.Device) -> base.DeviceSample:
-        state = self._refresh()
+        state = self._current()
         if state.faults.sample_delay_seconds:
             time.sleep(state.faults.sample_delay_seconds)
         if state.faults.sample_error:
@@ -143,35 +158,89 @@ class FakeBackend:
             raise errors.DeviceQueryError(f"fake device {device.id} is gone") from None
 
     def watch_health(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        previous = self._refresh().devices
-        while not stop.wait(self._options.watch_interval_seconds):
-            current = self._refresh().devices
-            if current != previous:
-                previous = current
-                changed()
+        """Reports every change of the file's devices until ``stop``; survives any content of the file."""
+        path = self._options.devices_file
+        if path is None:  # the embedded default never changes
+            stop.wait()
+            return
+        watch = fswatch.DirectoryWatch(path.parent, names=(path.name,),
+                                       poll_seconds=self._options.watch_interval_seconds)
+        waker = threading.Thread(target=_close_on_stop, args=(stop, watch), name="fake-watch-stop", daemon=True)
+        waker.start()
+        self._watching = True
+        try:
+            self._follow(watch, path.name, stop, changed)
+        finally:
+            self._watching = False
+            watch.close()
+            waker.join()
+            watch.release()
 
     def driver_version(self) -> str | None:
         return "fake-1.0"
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _refresh(self) -> _State:
-        with self._lock:
-            if self._options.devices_file is not None and self._file_stamp() != self._stamp:
-                try:
-                    self._state = self._load()
-                    self.last_error = None
-                except errors.ConfigError as err:
-                    if str(err) != self.last_error:
-                        logger.error("%s; keeping the last good device list", err)
-                    self.last_error = str(err)
-            if self._state is None:
-                raise errors.BackendUnavailable(f"fake devices file {self.source} was never loaded")
-            return self._state
+    def _follow(self, watch: fswatch.DirectoryWatch, name: str, stop: threading.Event,
+                changed: Callable[[], None]) -> None:
+        if self._reload_quietly():  # an edit between open() and now
+            changed()
+        settle_at: float | None = None  # an in-place write is read once the file was quiet this long
+        while not stop.is_set():
+            timeout = None if settle_at is None else max(0.0, settle_at - time.monotonic())
+            change = watch.wait(timeout).get(name)
+            if stop.is_set():
+                return
+            if change is fswatch.Change.MOVED_IN:  # renamed into place: complete, read it now
+                settle_at = None
+            elif change in (fswatch.Change.CREATED, fswatch.Change.WRITTEN):
+                settle_at = time.monotonic() + self._options.settle_seconds
+                continue
+            elif change is fswatch.Change.REMOVED or settle_at is None or time.monotonic() < settle_at:
+                continue  # a removed file keeps the last good state until a new one appears
+            settle_at = None
+            if self._reload_quietly():
+                changed()
+
+    def _reload_quietly(self) -> bool:
+        """Reads the file if its stat changed; True when the devices differ. A bad file is logged, not raised."""
+        try:
+            return self._reload()
+        except errors.ConfigError:
+            return False
+
+    def _current(self) -> _State:
+        if not self._watching and self._options.devices_file is not None:
+            self._reload_quietly()
+        with self._state_lock:
+            state = self._state
+        if state is None:
+            raise errors.BackendUnavailable(f"fake devices file {self.source} was never loaded")
+        return state
+
+    def _reload(self, *, force: bool = False) -> bool:
+        with self._load_lock:
+            stamp = self._file_stamp()
+            if not force and stamp == self._stamp:
+                return False
+            self._stamp = stamp  # a broken file is reported once, not re-read until it changes
+            try:
+                state = self._load()
+            except errors.ConfigError as err:
+                if str(err) != self.last_error and not force:
+                    logger.error("%s; keeping the last good device list", err)
+                self.last_error = str(err)
+                raise
+            self.last_error = None
+            with self._state_lock:
+                previous, self._state = self._state, state
+            return previous is None or previous.devices != state.devices
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self._options.devices_file is None:
+            return None
         try:
-            st = os.stat(self._options.devices_file)  # type: ignore[arg-type]
+            st = os.stat(self._options.devices_file)
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -179,15 +248,23 @@ class FakeBackend:
     def _read_text(self) -> str:
         if self._options.devices_file is None:
             return resources.files("krakenplug").joinpath("data/fake-devices.yaml").read_text()
+        limit = self._options.max_file_bytes
         try:
-            return Path(self._options.devices_file).read_text()
+            with open(self._options.devices_file, "rb") as file:
+                data = file.read(limit + 1)
         except OSError as err:
             raise errors.ConfigError(f"fake devices file {self.source}: cannot read: {err.strerror}") from err
+        if len(data) > limit:
+            raise errors.ConfigError(f"fake devices file {self.source}: larger than {limit} bytes "
+                                     f"(backends.fake.max_file_bytes); not read")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise errors.ConfigError(f"fake devices file {self.source}: not UTF-8 text (byte {err.start}: "
+                                     f"{data[err.start:err.start + 1]!r})") from None
 
     def _load(self) -> _State:
-        self._stamp = self._file_stamp() if self._options.devices_file else None
-        text = self._read_text()
-        parsed = parse_devices_file(text, source=self.source)
+        parsed = parse_devices_file(self._read_text(), source=self.source)
         devices, samples = [], {}
         for index, spec in enumerate(parsed.devices):
             device = base.Device(
@@ -205,31 +282,53 @@ class FakeBackend:
         return _State(tuple(devices), samples, parsed.faults)
 
 
+def _close_on_stop(stop: threading.Event, watch: fswatch.DirectoryWatch) -> None:
+    stop.wait()
+    watch.close()
+
+
 def parse_devices_file(text: str, *, source: str) -> _FakeFile:
     """Validates a devices file; errors name the line and the field (``devices[1].memory_mb``)."""
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (libyaml's when present)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise errors.ConfigError(f"fake devices file {source}{where}: invalid YAML: "
                                  f"{getattr(err, 'problem', None) or err}") from err
+    except RecursionError:
+        raise errors.ConfigError(f"fake devices file {source}: nested too deeply to be a devices file") from None
     if not isinstance(data, dict):
         raise errors.ConfigError(f"fake devices file {source}: expected a mapping with a 'devices' list")
     try:
         parsed = _FakeFile.model_validate(data)
     except pydantic.ValidationError as err:
         problem = err.errors()[0]
-        raise errors.ConfigError(f"fake devices file {source}{_line_of(node, problem['loc'])}: "
-                                 f"{_dotted(problem['loc'])}: {problem['msg']} (got {problem.get('input')!r})") from err
+        raise errors.ConfigError(f"fake devices file {source}{_line_of(_compose(text), problem['loc'])}: "
+                                 f"{_dotted(problem['loc'])}: {problem['msg']} (got {_cut(problem.get('input'))})"
+                                 ) from err
+    node: yaml.Node | None = None
     seen: set[str] = set()
     for position, spec in enumerate(parsed.devices):
         if spec.id in seen:
+            node = node or _compose(text)
             raise errors.ConfigError(f"fake devices file {source}{_line_of(node, ('devices', position, 'id'))}: "
                                      f"devices[{position}].id: duplicate device id {spec.id!r}")
         seen.add(spec.id)
     return parsed
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree, only to name the line of a validation error (the data itself was parsed already)."""
+    try:
+        return yaml.compose(text, Loader=_LOADER)  # noqa: S506 - composing builds no objects
+    except (yaml.YAMLError, RecursionError):
+        return None
+
+
+def _cut(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARACTERS else f"{text[:_SHOWN_CHARACTERS]}... ({len(text)} characters)"
 
 
 def _dotted(loc: tuple) -> str:

@@ -1,20 +1,19 @@
 """The device-plugin component: serves the kubelet's device-plugin API v1beta1 for every resource.
 
-``run`` is the component's entry point (called by ``krakenplug run`` on its own thread). It re-reads
-the backend's devices whenever the backend reports a change (``SupportsHealthEvents``) and every
-``plugin.rescan_interval_seconds`` in any case, and polls the device-plugin directory for kubelet
-restarts between those reads.
+``run`` is the component's entry point (called by ``krakenplug run`` on its own thread). It is event
+driven: it sleeps until the device hub publishes a new snapshot, the device-plugin directory changes
+(inotify; kubelet.sock recreated, our socket deleted), a registration completes, or ``stop`` is set.
+Only without inotify, or while a server waits to be started again, does it also wake on a timer.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Any
+from pathlib import Path
 
-from krakenplug.backends import base
-from krakenplug.hub import DeviceHub
+from krakenplug import fswatch
+from krakenplug.hub import DeviceHub, Snapshot
 from krakenplug.plugin import manager as manager_mod
 from krakenplug.plugin import watcher
 from krakenplug.settings import Settings
@@ -23,56 +22,65 @@ __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 
-_HEALTH_THREAD_JOIN_SECONDS = 10.0
+_RETRY_SECONDS = 5.0  # a server that could not start (directory not writable, bind failed) is tried again
+_JOIN_SECONDS = 10.0
 
 
 def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     """Serves until ``stop`` is set, then stops every server and removes its socket.
 
-    Raises RegistrationError when the crash-loop guard trips (the CLI then exits non-zero).
+    Raises RegistrationError when another live plugin holds one of our sockets, or when the crash-loop
+    guard trips (the CLI then exits non-zero).
     """
-    backend: Any = hub.backend  # transitional: the manager still reads devices itself (issue 8)
     config = settings.plugin
-    manager = manager_mod.Manager(backend, config)
-    changed = threading.Event()
-    health_stop = threading.Event()
-    health = _start_health_events(backend, health_stop, changed)
-    logger.info("device plugin starting on node %s: directory %s, replicas %d", settings.node_name,
-                config.device_plugin_dir, config.replicas)
+    pulse = watcher.Pulse()
+    manager = manager_mod.Manager(hub.backend, config, pulse)
+    directory = fswatch.DirectoryWatch(Path(config.device_plugin_dir), poll_seconds=watcher.FALLBACK_POLL_SECONDS)
+    follower = threading.Thread(target=_follow_directory, args=(directory, pulse), name="plugin-dir-watch",
+                                daemon=True)
+    # Wakes the loop below when stop is set; after an error it simply waits with the process.
+    threading.Thread(target=_bump_on_stop, args=(stop, pulse), name="plugin-stop", daemon=True).start()
+    unsubscribe = hub.subscribe(lambda snapshot: pulse.bump())
+    follower.start()
+    logger.info("device plugin starting on node %s: directory %s (%s), replicas %d", settings.node_name,
+                config.device_plugin_dir, "inotify" if directory.inotify else "polled", config.replicas)
     try:
-        _serve(manager, stop, changed, rescan_seconds=config.rescan_interval_seconds)
+        _serve(manager, hub, stop, pulse, directory)
     finally:
-        health_stop.set()
+        unsubscribe()
+        directory.close()
         manager.close()
-        if health is not None:
-            health.join(timeout=_HEALTH_THREAD_JOIN_SECONDS)
+        follower.join(timeout=_JOIN_SECONDS)
+        directory.release()
         logger.info("device plugin stopped")
 
 
-def _serve(manager: manager_mod.Manager, stop: threading.Event, changed: threading.Event, *,
-           rescan_seconds: float) -> None:
-    next_rescan = time.monotonic()
+def _serve(manager: manager_mod.Manager, hub: DeviceHub, stop: threading.Event, pulse: watcher.Pulse,
+           directory: fswatch.DirectoryWatch) -> None:
+    applied: Snapshot | None = None
     while not stop.is_set():
-        now = time.monotonic()
-        if changed.is_set() or now >= next_rescan:
-            changed.clear()
-            manager.refresh()
-            next_rescan = now + rescan_seconds
+        seen = pulse.count  # read before looking, so an event during this pass ends the next wait at once
+        snapshot = hub.snapshot()
+        if applied is None or snapshot.version != applied.version:
+            manager.apply(snapshot.devices)
+            applied = snapshot
+        else:
+            manager.reconcile()
         manager.check_kubelet()
-        changed.wait(max(0.0, min(watcher.POLL_SECONDS, next_rescan - time.monotonic())))
+        timeout = None
+        if manager.pending:
+            timeout = _RETRY_SECONDS if directory.inotify else watcher.FALLBACK_POLL_SECONDS
+        elif not directory.inotify:
+            timeout = watcher.FALLBACK_POLL_SECONDS
+        pulse.wait(seen, timeout)
 
 
-def _start_health_events(backend: Any, stop: threading.Event, changed: threading.Event) -> threading.Thread | None:
-    if not isinstance(backend, base.SupportsHealthEvents):
-        return None
-    thread = threading.Thread(target=_watch_health, args=(backend, stop, changed), name="plugin-health", daemon=True)
-    thread.start()
-    return thread
+def _follow_directory(directory: fswatch.DirectoryWatch, pulse: watcher.Pulse) -> None:
+    while not directory.closed:
+        if directory.wait(None):
+            pulse.bump()
 
 
-def _watch_health(backend: Any, stop: threading.Event, changed: threading.Event) -> None:
-    try:
-        backend.watch_health(stop, changed.set)
-    except Exception:  # top of a thread: the periodic rescan still catches every change, only later
-        logger.exception("health events of backend %s failed; relying on the periodic rescan",
-                         getattr(backend, "name", "?"))
+def _bump_on_stop(stop: threading.Event, pulse: watcher.Pulse) -> None:
+    stop.wait()
+    pulse.bump()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from krakenplug.plugin import inventory as inventory_mod
 
-_RECHECK_SECONDS = 1.0  # streams re-check that their client is still there at least this often
+_RECHECK_SECONDS = 30.0  # a cancelled RPC wakes its stream at once; this is only a backstop
 
 
 class SnapshotFeed:

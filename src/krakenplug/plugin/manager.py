@@ -1,15 +1,18 @@
 """Device snapshots in, one served and registered gRPC endpoint per resource out (Intel's manager model).
 
-The manager compares each fresh ``backend.devices()`` snapshot with the last one: a new resource gets a
-server and a registration, a vanished resource's server is stopped, and a changed resource publishes a
-new inventory to its ListAndWatch streams. It also restarts endpoints the kubelet has forgotten (its
-restart deleted our socket or recreated kubelet.sock), under a crash-loop guard.
+The manager compares each new hub snapshot with the last one: a new resource gets a server and a
+registration, a vanished resource's server is stopped, and a changed resource publishes a new
+inventory to its ListAndWatch streams. It also restarts endpoints the kubelet has forgotten (its
+restart deleted our socket or recreated kubelet.sock). Restarts the kubelet caused never count towards
+the crash-loop guard; only a socket of ours removed while the same kubelet stays does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from krakenplug.plugin import allocation, naming, registration, watcher
 from krakenplug.plugin import inventory as inventory_mod
 from krakenplug.plugin import server as server_mod
 from krakenplug.settings import PluginSettings
+from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,9 @@ logger = logging.getLogger(__name__)
 class _Endpoint:
     server: server_mod.ResourceServer
     registrar: registration.Registrar
+    # Set when this generation replaced one whose socket vanished while kubelet.sock stayed the same
+    # file: if it registers with that same kubelet again, somebody other than the kubelet removed it.
+    suspect: tuple[tuple[int, int], str] | None = None
 
     def stop(self) -> None:
         self.registrar.cancel()  # first: a Register in flight must not dial a server that is going away
@@ -34,14 +41,15 @@ class _Endpoint:
 
 
 class Manager:
-    def __init__(self, backend: Any, config: PluginSettings) -> None:
+    def __init__(self, backend: Any, config: PluginSettings, pulse: watcher.Pulse) -> None:
         self._backend = backend
         self._config = config
+        self._pulse = pulse
         self._directory = Path(config.device_plugin_dir)
         self._inventories: dict[str, inventory_mod.Inventory] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._socket_names: dict[str, str] = {}
-        self._reported: dict[str, str] = {}  # problem key -> last message, so a repeating problem logs once
+        self._log = TransitionLog(logger)
         self._guard = watcher.RestartGuard(limit=config.restart_limit, window_seconds=config.restart_window_seconds)
 
     @property
@@ -49,15 +57,13 @@ class Manager:
         """The resources served right now and their servers."""
         return {resource: endpoint.server for resource, endpoint in self._endpoints.items()}
 
-    def refresh(self) -> None:
-        """Re-reads the devices and brings servers and snapshots in line with them."""
-        try:
-            devices = list(self._backend.devices())
-        except Exception as err:  # noqa: BLE001 - keep serving the last snapshot whatever the backend's failure
-            self._report("devices", logging.WARNING, "reading devices from backend %s failed, keeping the last "
-                         "snapshot: %s", getattr(self._backend, "name", "?"), err)
-            return
-        self._forget("devices")
+    @property
+    def pending(self) -> bool:
+        """True while a resource that should be served is not (its start failed; retried later)."""
+        return any(resource not in self._endpoints for resource in self._inventories)
+
+    def apply(self, devices: Sequence[base.Device]) -> None:
+        """Brings servers and inventories in line with a new device snapshot."""
         wanted = self._inventories_of(devices)
         for resource in sorted(set(self._inventories) - set(wanted)):
             logger.info("resource %s has no devices any more; stopping its server", resource)
@@ -75,25 +81,35 @@ class Manager:
         self.reconcile()
 
     def reconcile(self) -> None:
-        """Starts the servers that should run but do not (new resources, or a start that failed before)."""
+        """Starts the servers that should run but do not (new resources, or a start that failed before).
+
+        Raises :class:`server.SocketInUse` when another live process serves at one of our paths.
+        """
+        if not self._inventories or not self._directory_usable():
+            return
         for resource, inventory in self._inventories.items():
             if resource not in self._endpoints:
                 self._start(resource, inventory)
 
     def check_kubelet(self) -> None:
         """Restarts every endpoint the kubelet has forgotten; raises RegistrationError in a crash loop."""
-        reasons = {}
-        for resource, endpoint in self._endpoints.items():
+        self._judge_suspects()
+        kubelet_now = watcher.identity_of(self._directory / registration.KUBELET_SOCKET)
+        for resource, endpoint in list(self._endpoints.items()):
             reason = watcher.restart_reason(endpoint.server, endpoint.registrar)
-            if reason is not None:
-                reasons[resource] = reason
-        if not reasons:
-            return
-        self._guard.record("; ".join(sorted(set(reasons.values()))))
-        for resource, reason in reasons.items():
+            if reason is None:
+                continue
+            registered_with = endpoint.registrar.dialled
+            if endpoint.suspect is not None and endpoint.suspect[0] == kubelet_now:
+                # Removed again before it even registered, and still the same kubelet: not the kubelet.
+                self._guard.record(f"{endpoint.suspect[1]} while the kubelet kept running")
             logger.info("restarting the %s server and registering again: %s", resource, reason)
             self._endpoints.pop(resource).stop()
-            self._start(resource, self._inventories[resource])
+            started = self._start(resource, self._inventories[resource])
+            # The kubelet deletes sockets at its start, before it creates kubelet.sock anew; whether it
+            # did this one is only known once we registered again (with a new kubelet.sock, or the old).
+            if started is not None and registered_with is not None and registered_with == kubelet_now:
+                started.suspect = (registered_with, reason)
 
     def close(self) -> None:
         """Stops every server and removes its socket."""
@@ -101,31 +117,61 @@ class Manager:
             _, endpoint = self._endpoints.popitem()
             endpoint.stop()
 
-    def _inventories_of(self, devices: list[base.Device]) -> dict[str, inventory_mod.Inventory]:
+    def _judge_suspects(self) -> None:
+        for endpoint in self._endpoints.values():
+            if endpoint.suspect is None or endpoint.registrar.registered_with is None:
+                continue
+            kubelet_before, reason = endpoint.suspect
+            endpoint.suspect = None
+            if endpoint.registrar.registered_with == kubelet_before:
+                self._guard.record(f"{reason} while the kubelet kept running")
+
+    def _directory_usable(self) -> bool:
+        directory = self._directory
+        if not directory.is_dir():
+            self._log.report("directory", "missing", logging.ERROR,
+                             "device-plugin directory %s does not exist: is the kubelet running on this node? "
+                             "Set the right one with --device-plugin-dir (plugin.device_plugin_dir); "
+                             "serving as soon as it appears", directory)
+            return False
+        if not os.access(directory, os.W_OK | os.X_OK):
+            self._log.report("directory", "read-only", logging.ERROR,
+                             "device-plugin directory %s is not writable by this process (uid %d): cannot create "
+                             "sockets there; serving as soon as it is", directory, os.getuid())
+            return False
+        self._log.clear("directory", logging.INFO, "device-plugin directory %s is usable now", directory)
+        return True
+
+    def _inventories_of(self, devices: Sequence[base.Device]) -> dict[str, inventory_mod.Inventory]:
         wanted = {}
         for resource, members in inventory_mod.group_by_resource(devices).items():
             problem = naming.resource_name_problem(resource)
             if problem is not None:
-                self._report(f"name:{resource}", logging.ERROR, "not serving %d devices under resource name %r: "
-                             "the kubelet would refuse it (%s)", len(members), resource, problem)
+                self._log.report(f"name:{resource}", problem, logging.ERROR,
+                                 "not serving %d devices under resource name %r: the kubelet would refuse it (%s)",
+                                 len(members), resource, problem)
                 continue
             wanted[resource] = inventory_mod.Inventory.build(resource, members, replicas=self._config.replicas)
         return wanted
 
-    def _start(self, resource: str, inventory: inventory_mod.Inventory) -> None:
+    def _start(self, resource: str, inventory: inventory_mod.Inventory) -> _Endpoint | None:
         socket_path = self._directory / self._socket_name(resource)
         server = server_mod.ResourceServer(
             inventory, socket_path, backend=self._backend, limits=self._limits(),
             cdi_prefix=self._config.cdi_prefix if self._config.cdi_enabled else None)
         try:
             server.start()
+        except server_mod.SocketInUse:
+            raise
         except errors.RegistrationError as err:
-            self._report(f"start:{resource}", logging.ERROR, "%s; retrying at the next rescan", err)
-            return
-        self._forget(f"start:{resource}")
-        registrar = registration.Registrar(self._directory, resource, socket_path.name)
+            self._log.report(f"start:{resource}", str(err), logging.ERROR, "%s; retrying", err)
+            return None
+        self._log.clear(f"start:{resource}", logging.INFO, "serving %s again", resource)
+        registrar = registration.Registrar(self._directory, resource, socket_path.name, self._pulse)
         registrar.start()
-        self._endpoints[resource] = _Endpoint(server, registrar)
+        endpoint = _Endpoint(server, registrar)
+        self._endpoints[resource] = endpoint
+        return endpoint
 
     def _socket_name(self, resource: str) -> str:
         # A resource keeps its socket name for the life of the process, even across restarts.
@@ -141,15 +187,3 @@ class Manager:
         return allocation.Limits(replicas=self._config.replicas,
                                  fail_requests_greater_than_one=self._config.fail_requests_greater_than_one,
                                  max_devices_per_container=maximum)
-
-    def _report(self, key: str, level: int, message: str, *args: Any) -> None:
-        text = message % args
-        if self._reported.get(key) != text:
-            logger.log(level, message, *args)
-        else:
-            logger.debug(message, *args)
-        self._reported[key] = text
-
-    def _forget(self, key: str) -> None:
-        if self._reported.pop(key, None) is not None and key == "devices":
-            logger.info("reading devices from backend %s works again", getattr(self._backend, "name", "?"))

@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
-_ABSENT_POLL_SECONDS = 0.1  # a stat() per poll; this bounds re-registration time after a kubelet restart
 _CONNECT_TIMEOUT_SECONDS = 5.0
 _REGISTER_TIMEOUT_SECONDS = 60.0
 _FIRST_RETRY_SECONDS = 0.2
@@ -59,13 +58,20 @@ def register_once(kubelet_socket: Path, request: dp_pb2.RegisterRequest, *,
 
 
 class Registrar:
-    """Registers one server generation in the background; ``registered_with`` identifies the kubelet.sock it reached."""
+    """Registers one server generation in the background; ``registered_with`` identifies the kubelet.sock it reached.
 
-    def __init__(self, device_plugin_dir: Path, resource: str, endpoint: str) -> None:
+    While ``kubelet.sock`` is missing it sleeps on ``pulse``, which the plugin's directory watch bumps
+    when the socket appears (and at least every ``FALLBACK_POLL_SECONDS``); it bumps ``pulse`` itself
+    once registered.
+    """
+
+    def __init__(self, device_plugin_dir: Path, resource: str, endpoint: str, pulse: watcher.Pulse) -> None:
         self.kubelet_socket = Path(device_plugin_dir) / KUBELET_SOCKET
         self.request = register_request(resource, endpoint)
         self.registered_with: tuple[int, int] | None = None
+        self.dialled: tuple[int, int] | None = None  # the kubelet.sock of the last attempt, even one in flight
         self.registered = threading.Event()
+        self._pulse = pulse
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
@@ -77,6 +83,7 @@ class Registrar:
     def cancel(self) -> None:
         """Stops retrying and interrupts a Register call in flight."""
         self._cancelled.set()
+        self._pulse.bump()
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
@@ -86,14 +93,16 @@ class Registrar:
     def _run(self) -> None:
         resource, retry, attempt, announced = self.request.resource_name, _FIRST_RETRY_SECONDS, 0, False
         while not self._cancelled.is_set():
+            seen = self._pulse.count
             kubelet = watcher.identity_of(self.kubelet_socket)
             if kubelet is None:
                 if not announced:
                     logger.info("waiting for %s to register %s", self.kubelet_socket, resource)
                     announced = True
-                self._cancelled.wait(_ABSENT_POLL_SECONDS)
+                self._pulse.wait(seen, watcher.FALLBACK_POLL_SECONDS)
                 continue
             attempt += 1
+            self.dialled = kubelet
             try:
                 register_once(self.kubelet_socket, self.request, on_channel=self._remember)
             except errors.RegistrationError as err:
@@ -108,6 +117,7 @@ class Registrar:
                 self._remember(None)
             self.registered_with = kubelet
             self.registered.set()
+            self._pulse.bump()
             logger.info("registered %s with the kubelet (endpoint %s)", resource, self.request.endpoint)
             return
 

@@ -25,10 +25,19 @@ from krakenplug.plugin import inventory as inventory_mod
 
 logger = logging.getLogger(__name__)
 
-# Each ListAndWatch stream holds a worker for its whole life; the kubelet keeps one and may briefly hold
-# a second across a reconnect, and admission sends unary calls alongside.
+# Each ListAndWatch stream holds a worker for its whole life. The kubelet keeps one and may briefly hold a
+# second across a reconnect; the servicer refuses streams beyond MAX_STREAMS, so the other workers are
+# always free for Allocate, GetPreferredAllocation and GetDevicePluginOptions. Calls beyond
+# MAX_CONCURRENT_RPCS in flight are refused at once (RESOURCE_EXHAUSTED) instead of queueing unbounded.
 MAX_WORKERS = 16
+MAX_STREAMS = 4
+MAX_CONCURRENT_RPCS = 64
 _STOP_GRACE_SECONDS = 1.0
+_PROBE_TIMEOUT_SECONDS = 2.0
+
+
+class SocketInUse(errors.RegistrationError):
+    """A live process serves at our socket path: never take it over (two agents would unlink each other)."""
 
 
 class ResourceServer:
@@ -39,7 +48,8 @@ class ResourceServer:
         self.socket_path = Path(socket_path)
         self.identity: tuple[int, int] | None = None
         self._feed = feed_mod.SnapshotFeed(inventory)
-        self._servicer = servicer.DevicePluginServicer(self._feed, backend, limits=limits, cdi_prefix=cdi_prefix)
+        self._servicer = servicer.DevicePluginServicer(self._feed, backend, limits=limits, cdi_prefix=cdi_prefix,
+                                                       max_streams=MAX_STREAMS)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._server: grpc.Server | None = None
 
@@ -56,11 +66,14 @@ class ResourceServer:
         return self._feed.publish(inventory)
 
     def start(self) -> None:
-        """Binds the socket (replacing a stale file) and serves; raises RegistrationError when it cannot."""
-        _remove_stale_socket(self.socket_path)
+        """Binds the socket (replacing a stale file) and serves; raises RegistrationError when it cannot.
+
+        Raises :class:`SocketInUse` when a live process answers at the path.
+        """
+        _claim_socket(self.socket_path, self.resource)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}")
-        self._server = grpc.server(self._executor)
+        self._server = grpc.server(self._executor, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         dp_grpc.add_DevicePluginServicer_to_server(self._servicer, self._server)
         try:
             if not self._server.add_insecure_port(f"unix://{self.socket_path}"):
@@ -92,16 +105,47 @@ class ResourceServer:
         return self.identity is not None and watcher.identity_of(self.socket_path) == self.identity
 
 
-def _remove_stale_socket(path: Path) -> None:
+def _claim_socket(path: Path, resource: str) -> None:
+    """Clears ``path`` for our socket: a stale socket (nobody listens) goes, a live one is never touched."""
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
     if stat.S_ISDIR(mode):
         raise errors.RegistrationError(f"cannot serve on {path}: a directory is in the way")
-    logger.debug("removing stale socket %s", path)
+    if stat.S_ISSOCK(mode):
+        if _accepts(path):
+            if _is_device_plugin(path):
+                raise SocketInUse(f"another plugin serves {resource} at {path}; not replacing it")
+            raise SocketInUse(f"another process listens on {path} (it is not a device plugin); not replacing it")
+        logger.info("removing stale socket %s (nobody listens on it)", path)
+    else:
+        logger.warning("replacing %s, which is not a socket", path)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(_PROBE_TIMEOUT_SECONDS)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # it exists and is not refusing: treat it as somebody's, never steal it
+    return True
+
+
+def _is_device_plugin(path: Path) -> bool:
+    from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
+
+    with grpc.insecure_channel(f"unix://{path}") as channel:
+        try:
+            dp_grpc.DevicePluginStub(channel).GetDevicePluginOptions(dp_pb2.Empty(), timeout=_PROBE_TIMEOUT_SECONDS)
+        except grpc.RpcError:
+            return False
+    return True
 
 
 def _check_accepts(path: Path) -> None:

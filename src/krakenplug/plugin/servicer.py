@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -35,11 +36,13 @@ _STATUS = (
 
 class DevicePluginServicer(dp_grpc.DevicePluginServicer):
     def __init__(self, feed: feed_mod.SnapshotFeed, backend: Any, *, limits: allocation.Limits,
-                 cdi_prefix: str | None = None) -> None:
+                 cdi_prefix: str | None = None, max_streams: int = 4) -> None:
         self._feed = feed
         self._backend = backend
         self._limits = limits
         self._cdi_prefix = cdi_prefix
+        self._max_streams = max_streams
+        self._streams = threading.BoundedSemaphore(max_streams)
 
     @property
     def resource(self) -> str:
@@ -51,6 +54,20 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
 
     def ListAndWatch(self, request: dp_pb2.Empty,
                      context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
+        # Each stream holds a server worker for its life: surplus streams are refused at once, so the
+        # workers left over always serve the kubelet's unary calls.
+        if not self._streams.acquire(blocking=False):
+            logger.warning("refused a ListAndWatch stream for %s: %d are open already", self.resource,
+                           self._max_streams)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self._max_streams} ListAndWatch streams for {self.resource} are open already "
+                          f"(the kubelet needs one); close one first")
+        try:
+            yield from self._list_and_watch(context)
+        finally:
+            self._streams.release()
+
+    def _list_and_watch(self, context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
         context.add_callback(self._feed.wake)
         version, inventory = self._feed.current()
         if logger.isEnabledFor(logging.INFO):  # the summary walks every device: only build it when shown

@@ -1,15 +1,16 @@
-"""Kubelet-restart detection and the crash-loop guard on the restarts it causes.
+"""Kubelet-restart detection, the pulse that wakes the plugin's threads, and the crash-loop guard.
 
 A restarting kubelet deletes every socket in the device-plugin directory and recreates ``kubelet.sock``;
-it then knows nothing of us until we register again. The manager polls this every few hundred
-milliseconds (two ``stat`` calls per resource), which needs no inotify dependency and keeps the time
-to re-register well under two seconds.
+it then knows nothing of us until we register again. The plugin learns of both from inotify on the
+directory (``krakenplug.fswatch``; a stat poll every ``FALLBACK_POLL_SECONDS`` where inotify is
+unavailable) and then compares what is there with what it served and registered with.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from krakenplug import errors
 
-POLL_SECONDS = 0.25
+FALLBACK_POLL_SECONDS = 1.0  # only without inotify: the directory is stat-polled this often
 
 
 class _Served(Protocol):
@@ -55,8 +56,36 @@ def restart_reason(server: _Served, registrar: _Registered) -> str | None:
     return None
 
 
+class Pulse:
+    """A counter that threads wait on: bumped by every event the plugin reacts to (directory, devices, stop)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        with self._cond:
+            return self._count
+
+    def bump(self) -> None:
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float | None = None) -> int:
+        """Blocks until the count differs from ``seen`` (or ``timeout``); returns the count now."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != seen, timeout=timeout)
+            return self._count
+
+
 class RestartGuard:
-    """More than ``limit`` restarts within ``window_seconds`` is a crash loop: raise instead of spinning."""
+    """More than ``limit`` restarts within ``window_seconds`` is a crash loop: raise instead of spinning.
+
+    Only restarts the kubelet did not cause are recorded (see ``Manager.check_kubelet``): a kubelet
+    restart is an ordinary event, however often it happens.
+    """
 
     def __init__(self, *, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = limit

@@ -210,10 +210,15 @@ def start_plugin(short_tmp: Path, clean_env: None) -> Iterator[Callable[..., Plu
         stop, error = threading.Event(), []
 
         def _target() -> None:
+            hub = DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds)
+            hub.start(stop)
             try:
-                plugin.run(config, DeviceHub(backend), stop)
+                plugin.run(config, hub, stop)
             except BaseException as err:  # noqa: BLE001 - handed to the test, which asserts on it
                 error.append(err)
+            finally:
+                hub.stop_waiters(stop)
+                hub.join()
 
         thread = threading.Thread(target=_target, name="plugin-under-test", daemon=True)
         run = PluginRun(stop, thread, backend, error)

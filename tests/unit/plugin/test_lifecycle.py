@@ -269,13 +269,16 @@ class _NoEvents:
 
 
 
-def test_a_missing_plugin_directory_is_retried_until_it_exists(short_tmp, devices_file, start_plugin, caplog):
+def test_a_missing_plugin_directory_is_reported_once_and_served_once_it_exists(short_tmp, devices_file, start_plugin,
+                                                                              caplog, capfd):
     directory = short_tmp / "dp"
-    run = start_plugin(fake_backend(devices_file), device_plugin_dir=directory, rescan_interval_seconds=0.1)
+    run = start_plugin(fake_backend(devices_file), device_plugin_dir=directory)
     deadline = time.monotonic() + 15
-    while "cannot serve" not in caplog.text and time.monotonic() < deadline:
+    while "does not exist" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "cannot serve krakenplug.pcl.ac.cn/fake" in caplog.text
+    time.sleep(2.5)  # more than two fallback polls of the missing directory
+    missing = [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()]
+    assert len(missing) == 1 and "--device-plugin-dir" in missing[0] and str(directory) in missing[0]
     assert run.thread.is_alive()
     directory.mkdir()
     kubelet = KubeletStub(directory)
@@ -285,3 +288,4 @@ def test_a_missing_plugin_directory_is_retried_until_it_exists(short_tmp, device
     finally:
         run.finish()
         kubelet.stop()
+    assert "add_port" not in capfd.readouterr().err  # gRPC's own bind error never reaches the log
