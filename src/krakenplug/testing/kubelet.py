@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 KUBELET_SOCKET = "kubelet.sock"
 ENDPOINT_GRACE_SECONDS = 300.0  # a disconnected resource keeps its capacity this long
+_NO_DEADLINE_SECONDS = 1e9  # a remaining time beyond ~30 years means the caller set no deadline
 
 Predicate = Callable[[dict[str, ResourceState]], bool]
 
@@ -233,7 +234,7 @@ class KubeletSimulator:
                                   record=self._record, call_timeout=self._call_timeout)
         try:
             endpoint.dial(timeout=self._dial_timeout)
-            options = endpoint.get_options(timeout=context.time_remaining())
+            options = endpoint.get_options(timeout=_finite(context.time_remaining()))
         except PluginCallError as err:
             endpoint.close()
             message = err.details if err.method == "Dial" else f"failed to get device plugin options: {err}"
@@ -382,6 +383,14 @@ def remove_sockets(directory: Path) -> None:
                 entry.unlink()
         except FileNotFoundError:
             pass
+
+
+def _finite(remaining: float | None) -> float | None:
+    """The caller's remaining time as a gRPC timeout; None when it set no deadline.
+
+    Without a deadline gRPC Python reports about 9.2e18 s, which as a timeout counts as already expired.
+    """
+    return remaining if remaining is not None and remaining < _NO_DEADLINE_SECONDS else None
 
 
 def _describe(predicate: Predicate) -> str:

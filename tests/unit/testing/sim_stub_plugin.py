@@ -64,11 +64,12 @@ class StubPlugin(dp_grpc.DevicePluginServicer):
             self._cond.notify_all()
 
     def register(self, kubelet_socket: Path, resource: str, *, endpoint: str | None = None,
-                 version: str = "v1beta1") -> None:
+                 version: str = "v1beta1", timeout: float | None = 30) -> None:
+        """``timeout=None`` sends Register without a deadline, as NVIDIA's and the kubelet's sample plugins do."""
         with grpc.insecure_channel(f"unix://{kubelet_socket}") as channel:
             dp_grpc.RegistrationStub(channel).Register(dp_pb2.RegisterRequest(
                 version=version, endpoint=endpoint if endpoint is not None else self.socket_path.name,
-                resource_name=resource, options=self.options), timeout=30)
+                resource_name=resource, options=self.options), timeout=timeout)
 
     def called(self, method: str) -> list[object]:
         return [request for name, request in self.calls if name == method]

@@ -30,6 +30,16 @@ def test_register_follows_the_kubelet_call_order_and_counts_healthy_devices(kube
     assert state.endpoint == "stub.sock"
 
 
+def test_a_register_without_deadline_is_accepted(kubelet, make_plugin):
+    # Go plugins (NVIDIA's, the kubelet's sample) call Register with a context that has no deadline.
+    plugin = make_plugin(TWO)
+    plugin.register(kubelet.socket_path, RESOURCE, timeout=None)
+
+    state = kubelet.wait_for_resource(RESOURCE, capacity=2)
+
+    assert state.connected and kubelet.calls[:2] == ["Register", "GetDevicePluginOptions"]
+
+
 def test_options_come_from_get_device_plugin_options_not_from_the_request(kubelet, make_plugin, short_tmp):
     plugin = make_plugin(TWO, preferred=True)
     with grpc.insecure_channel(f"unix://{kubelet.socket_path}") as channel:
