@@ -32,7 +32,8 @@ from fakelib import (
 
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
-from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, xid
+from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, mig, xid
+from krakenplug.discovery import labels
 
 UUID0 = "GPU-5e1c6f3a-8a4b-4f0e-9d3c-1b2a3c4d5e6f"
 UUID1 = "GPU-9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
@@ -97,7 +98,25 @@ def test_allocate_gives_uuids_and_present_device_files(backend: NvidiaBackend, h
 def test_samples_convert_units(backend: NvidiaBackend) -> None:
     assert backend.sample(backend.devices()[0]) == base.DeviceSample(
         utilization_percent=88.0, memory_used_mb=2048.0, memory_total_mb=81559.0, temperature_celsius=61.0,
-        power_watts=312.456)  # NVML: bytes and milliwatts
+        power_watts=312.456, memory_reserved_mb=0.0)  # NVML: bytes and milliwatts
+
+
+def test_memory_used_leaves_out_the_drivers_reserve(backend: NvidiaBackend, fixture: Fixture) -> None:
+    # v1 nvmlDeviceGetMemoryInfo would say used = 512 + 2048; v2 reports the reserve apart.
+    fixture.update({"dev0.memory_reserved_mb": 512})
+    sample = backend.sample(backend.devices()[0])
+    assert (sample.memory_used_mb, sample.memory_reserved_mb, sample.memory_total_mb) == (2048.0, 512.0, 81559.0)
+    assert "memory v2" in backend.library_info().path
+
+
+@pytest.mark.parametrize("code", [3, 4])  # NOT_SUPPORTED (integrated SoC GPU), NO_PERMISSION
+def test_gpu_without_memory_info_is_listed_with_memory_unknown(backend: NvidiaBackend, fixture: Fixture,
+                                                                code: int) -> None:
+    fixture.update({"fail.nvmlDeviceGetMemoryInfo_v2.1": code, "fail.nvmlDeviceGetMemoryInfo.1": code})
+    gpu = devices_by_id(backend)[UUID1]
+    assert (gpu.healthy, gpu.memory_total_mb) == (True, 0)  # 0: unknown to the device model
+    sample = backend.sample(gpu)
+    assert (sample.memory_used_mb, sample.memory_total_mb, sample.memory_reserved_mb) == (None, None, None)
 
 
 def test_driver_version(backend: NvidiaBackend) -> None:
@@ -163,12 +182,11 @@ def test_health_checks_off_ignores_xids_but_not_failing_queries(libnvml: Path, f
                                                                  host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_checks=False, health_poll_interval_seconds=0.05)
     fixture.update({"event.1": f"0:{XID_EVENT}:79"})
-    with closing(backend), Watch(backend) as watch:
+    with closing(backend), Watch(backend):  # returns at once: the device hub re-reads devices() itself
+        backend.devices()
         fixture.update({"dev0.fail": 15})
-        assert watch.changed()
         assert "NVML_ERROR_GPU_IS_LOST (15)" in devices_by_id(backend)[UUID0].health_reason
         fixture.remove("dev0.fail")
-        assert watch.changed()
         assert devices_by_id(backend)[UUID0].healthy  # the pending XID was never read
 
 
@@ -186,7 +204,7 @@ def test_hanging_call_is_bounded_and_marks_only_that_gpu(libnvml: Path, fixture:
                                                          host: FakeHost) -> None:
     backend = open_backend(libnvml, host, call_timeout_seconds=0.3)
     backend.devices()
-    expect_bounded_hang(backend, fixture, hang="hang.nvmlDeviceGetMemoryInfo.1", seconds=3, device_id=UUID1,
+    expect_bounded_hang(backend, fixture, hang="hang.nvmlDeviceGetMemoryInfo_v2.1", seconds=3, device_id=UUID1,
                         reason="nvmlDeviceGetMemoryInfo(device 1) did not return within 0.3 s")
     backend.close()
 
@@ -234,20 +252,25 @@ MISSING_SYMBOL_SCRIPT = textwrap.dedent("""
     from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions
     backend = NvidiaBackend(NvidiaOptions(library_path=sys.argv[1], dev_root=sys.argv[2], sysfs_root=sys.argv[3]))
     backend.open()
-    print(json.dumps(dataclasses.asdict(backend.sample(backend.devices()[0]))))
+    print(json.dumps({**dataclasses.asdict(backend.sample(backend.devices()[0])),
+                      "path": backend.library_info().path}))
     backend.close()
 """)
 
 
 def test_missing_symbols_read_as_not_offered(fakelib_dir: Path, fixture: Fixture, host: FakeHost) -> None:
     # Another NVML build cannot be loaded into this process (pynvml keeps the first), so this runs apart.
-    library = NVML.build(fakelib_dir / "nvml-minimal", omit=["nvmlDeviceGetPowerUsage", "nvmlDeviceGetTemperature"])
+    # An older library: no power, no temperature, no v2 memory call (v1's used includes the reserve).
+    fixture.update({"dev0.memory_reserved_mb": 512})
+    library = NVML.build(fakelib_dir / "nvml-minimal", omit=["nvmlDeviceGetPowerUsage", "nvmlDeviceGetTemperature",
+                                                           "nvmlDeviceGetMemoryInfo_v2"])
     result = subprocess.run([sys.executable, "-c", MISSING_SYMBOL_SCRIPT, str(library), str(host.dev),
                              str(host.sysfs)], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"utilization_percent": 88.0, "memory_used_mb": 2048.0,
+    assert json.loads(result.stdout) == {"utilization_percent": 88.0, "memory_used_mb": 2560.0,
                                          "memory_total_mb": 81559.0, "temperature_celsius": None,
-                                         "power_watts": None}
+                                         "power_watts": None, "memory_reserved_mb": None,
+                                         "path": "pynvml; memory v1; mig_strategy=none"}
 
 
 def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:

@@ -1,21 +1,22 @@
-"""The NVIDIA health loop: an NVML event set for XIDs, and the periodic snapshot and recovery check.
+"""The NVIDIA health event loop: an NVML event set for XIDs, and the periodic recovery check.
 
 Event waits are short (at most a second, or the poll interval if shorter) so ``stop`` is honoured
-promptly, and run on their own worker thread so they never hold up device queries or scrapes.
+promptly, and run on their own worker thread so they never hold up device queries or scrapes. Every
+interval the watcher registers GPUs that appeared since (so a GPU that shows up later gets XID events
+too) and lets marked devices recover. Re-reading the devices is the device hub's job: the watcher only
+says ``changed()`` when a mark was set or cleared.
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, base
 from krakenplug.backends.nvidia import nvml, xid
 
 logger = logging.getLogger(__name__)
@@ -24,66 +25,63 @@ logger = logging.getLogger(__name__)
 class _Outcome(enum.Enum):
     NOTHING = "nothing"  # no event, or one that changes no health
     MARKED = "marked"
-    FAILED = "failed"  # the wait itself failed: every GPU is marked
-
-
-def handle_address(handle: Any) -> int | None:
-    """The pointer value of an NVML device handle (how an event names its GPU); None for NULL."""
-    return ctypes.cast(handle, ctypes.c_void_p).value if handle is not None else None
+    FAILED = "failed"  # the wait itself failed: every device is marked
 
 
 class EventWatcher:
-    """Runs until ``stop``: waits for events, marks GPUs, and every interval recovers and re-snapshots."""
+    """Runs until ``stop``: waits for events, marks devices, and every interval registers and recovers.
 
-    def __init__(self, api: nvml.Nvml, marks: xid.XidMarks, handles: dict[str, Any], *, interval_seconds: float,
+    ``gpus()`` lists the physical GPUs now (UUID -> handle); ``targets(event)`` names the device IDs an
+    event concerns ([] to ignore it); ``all_ids()`` every device ID, marked when the event wait fails.
+    """
+
+    def __init__(self, api: nvml.Nvml, marks: xid.XidMarks, *, gpus: Callable[[], dict[str, Any]],
+                 targets: Callable[[Any], list[str]], all_ids: Callable[[], list[str]], interval_seconds: float,
                  recover_probe: Callable[[str], None]) -> None:
         self._api = api
         self._marks = marks
-        self._handles = {uuid: handle for uuid, handle in handles.items() if handle is not None}
-        self._uuids_by_address = {handle_address(handle): uuid for uuid, handle in self._handles.items()}
+        self._gpus = gpus
+        self._targets = targets
+        self._all_ids = all_ids
         self._interval = interval_seconds
         self._wait_ms = max(1, int(min(1.0, interval_seconds) * 1000))
         self._probe = recover_probe
+        self._registered: set[str] = set()
 
-    def run(self, stop: threading.Event, changed: Callable[[], None],
-            snapshot: Callable[[], Sequence[base.Device]]) -> None:
-        event_set = self._register()
-        if event_set is None:
-            _devicebook.poll_health(stop, changed, snapshot, interval_seconds=self._interval)
-            return
-        try:
-            self._loop(stop, changed, snapshot, event_set)
-        finally:
-            self._free(event_set)
-
-    def _loop(self, stop: threading.Event, changed: Callable[[], None],
-              snapshot: Callable[[], Sequence[base.Device]], event_set: Any) -> None:
-        previous = _devicebook.safe_snapshot(snapshot)
-        changed()  # so a change before watching began is not lost
-        next_check = time.monotonic() + self._interval
-        while not stop.is_set():
-            outcome = self._wait_once(event_set)
-            notify = outcome is not _Outcome.NOTHING
-            due = time.monotonic() >= next_check
-            if due and outcome is not _Outcome.FAILED:  # no recovery while the event set itself fails
-                next_check = time.monotonic() + self._interval
-                notify = self._marks.recover(quiet_seconds=self._interval, healthy=self._answers) or notify
-            if notify or due:
-                current = _devicebook.safe_snapshot(snapshot)
-                if current is not None and (notify or current != previous):
-                    previous = current
-                    changed()
-            if outcome is _Outcome.FAILED:
-                stop.wait(self._interval)  # do not spin on a failing event set
-
-    def _register(self) -> Any | None:
-        """An event set with every GPU registered for what it supports; None when NVML offers no events."""
+    def run(self, stop: threading.Event, changed: Callable[[], None]) -> None:
         try:
             event_set = self._api.call("nvmlEventSetCreate")
         except errors.DeviceQueryError as err:
             logger.warning("nvidia: no XID events (%s); health comes from NVML queries only", err)
-            return None
-        for uuid, handle in self._handles.items():
+            changed()
+            return
+        try:
+            self._register(event_set, self._gpus().items())
+            changed()  # so a change before watching began is not lost
+            self._loop(stop, changed, event_set)
+        finally:
+            self._free(event_set)
+
+    def _loop(self, stop: threading.Event, changed: Callable[[], None], event_set: Any) -> None:
+        next_check = time.monotonic() + self._interval
+        while not stop.is_set():
+            outcome = self._wait_once(event_set)
+            notify = outcome is not _Outcome.NOTHING
+            if time.monotonic() >= next_check and outcome is not _Outcome.FAILED:
+                next_check = time.monotonic() + self._interval
+                self._register(event_set, self._gpus().items())
+                notify = self._marks.recover(quiet_seconds=self._interval, healthy=self._answers) or notify
+            if notify:
+                changed()
+            if outcome is _Outcome.FAILED:
+                stop.wait(self._interval)  # do not spin on a failing event set
+
+    def _register(self, event_set: Any, gpus: Iterable[tuple[str, Any]]) -> None:
+        """Registers every GPU not registered yet for the events it supports."""
+        for uuid, handle in gpus:
+            if uuid in self._registered or handle is None:
+                continue
+            self._registered.add(uuid)
             try:
                 supported = self._api.call("nvmlDeviceGetSupportedEventTypes", handle)
                 mask = xid.WATCHED_EVENTS & supported
@@ -91,29 +89,32 @@ class EventWatcher:
                     logger.info("nvidia: GPU %s reports no XID/ECC events; relying on NVML queries", uuid)
                     continue
                 self._api.call("nvmlDeviceRegisterEvents", handle, mask, event_set)
+                logger.debug("nvidia: watching events 0x%x of GPU %s", mask, uuid)
             except errors.DeviceQueryError as err:
                 logger.warning("nvidia: cannot watch events of GPU %s: %s", uuid, err)
-        return event_set
 
     def _wait_once(self, event_set: Any) -> _Outcome:
         """Waits for one event and applies it."""
         try:
             event = self._api.wait_event(event_set, self._wait_ms)
         except errors.DeviceQueryError as err:
-            self._marks.mark(self._handles, str(err))
+            self._marks.mark(self._all_ids(), str(err))
             return _Outcome.FAILED
-        if event is None:
+        if event is None or event.eventType != xid.XID_CRITICAL_ERROR:
+            if event is not None:
+                logger.debug("nvidia: event type 0x%x (data %d) ignored", event.eventType, event.eventData)
             return _Outcome.NOTHING
-        uuid = self._uuids_by_address.get(handle_address(event.device))
-        marked = self._marks.on_event([uuid] if uuid else list(self._handles), event.eventType, event.eventData)
+        targets = self._targets(event)
+        if not targets:
+            return _Outcome.NOTHING
+        marked = self._marks.on_event(targets, event.eventType, event.eventData)
         return _Outcome.MARKED if marked else _Outcome.NOTHING
 
-    def _answers(self, uuid: str) -> bool:
-        return xid.probe_ok(lambda: self._probe(uuid), uuid)
+    def _answers(self, device_id: str) -> bool:
+        return xid.probe_ok(lambda: self._probe(device_id), device_id)
 
     def _free(self, event_set: Any) -> None:
         try:
             self._api.call("nvmlEventSetFree", event_set)
         except errors.DeviceQueryError as err:
             logger.debug("nvidia: %s", err)
-

@@ -16,8 +16,7 @@ from typing import Any
 
 import pynvml
 
-from krakenplug import errors
-from krakenplug.backends import _calls, _devicebook, _native, _vendorlib
+from krakenplug.backends import _devicebook, _vendorlib
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,10 @@ LIBRARY_NAME = "libnvidia-ml.so.1"
 LIBRARY_DIRS = ("usr/lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib64",
                 "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "usr/lib", "lib")
 CODE_NAMES = {getattr(pynvml, name): name for name in dir(pynvml) if name.startswith("NVML_ERROR_")}
-UNSUPPORTED_CODES = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+# Codes meaning "NVML does not offer this to us": the GPU or driver lacks it, or (NO_PERMISSION) this process
+# may not ask, as for memory info of MIG devices in some setups. An optional query then reads as absent.
+UNSUPPORTED_CODES = (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+                     pynvml.NVML_ERROR_NO_PERMISSION)
 TIMEOUT_CODE = pynvml.NVML_ERROR_TIMEOUT
 
 
@@ -38,7 +40,7 @@ def preload(library_path: str | None, driver_root: str) -> str:
         candidates = [os.path.join(driver_root, directory, LIBRARY_NAME) for directory in LIBRARY_DIRS]
     else:
         return f"{LIBRARY_NAME} from the dynamic loader's search path"
-    return _native.NativeLibrary.load(candidates, vendor="NVIDIA NVML").path
+    return _vendorlib.NativeLibrary.load(candidates, vendor="NVIDIA NVML").path
 
 
 class Nvml:
@@ -46,8 +48,8 @@ class Nvml:
 
     def __init__(self, *, timeout_seconds: float, book: _devicebook.DeviceBook) -> None:
         self._book = book
-        self._queries = _calls.BoundedCaller(timeout_seconds, name="nvidia-call")
-        self._events = _calls.BoundedCaller(timeout_seconds, name="nvidia-events")
+        self._queries = _vendorlib.BoundedCaller(timeout_seconds, name="nvidia-call")
+        self._events = _vendorlib.BoundedCaller(timeout_seconds, name="nvidia-events")
 
     def call(self, name: str, *args: Any, key: Hashable | None = None) -> Any:
         """``pynvml.<name>(*args)``; raises NotSupported, VendorCallError or CallTimedOut."""
@@ -67,7 +69,7 @@ class Nvml:
         self._queries.close()
         self._events.close()
 
-    def _run(self, caller: _calls.BoundedCaller, name: str, args: tuple, *, key: Hashable | None,
+    def _run(self, caller: _vendorlib.BoundedCaller, name: str, args: tuple, *, key: Hashable | None,
              timeout: float | None) -> Any:
         function = getattr(pynvml, name)
         where = f"{name}(device {key})" if key is not None else name
@@ -75,11 +77,11 @@ class Nvml:
             result = caller(function, *args, what=where, timeout=timeout)
         except pynvml.NVMLError as err:
             raise as_call_error(name, err) from None
-        except errors.DeviceQueryError as err:  # the caller raises this only on timeout
+        except _vendorlib.CallTimedOut as err:
             logger.warning("nvidia: %s", err)
             if key is not None:
                 self._book.call_timed_out(key, name, str(err))
-            raise _vendorlib.CallTimedOut(str(err)) from None
+            raise
         if key is not None:
             self._book.call_returned(key, name)
         return result

@@ -1,14 +1,20 @@
-"""XID health for NVIDIA GPUs: NVML events mark GPUs Unhealthy, a periodic check lets them recover.
+"""XID health for NVIDIA GPUs: NVML events mark devices Unhealthy, a periodic check lets them recover.
 
 Marking (as NVIDIA's own plugin does): the event set listens for XidCriticalError, DoubleBitEcc and
 SingleBitEcc, masked by what each GPU supports; only XidCriticalError events act. An XID in
 ``ignored_xids`` (application errors) changes nothing; with ``fatal_xids`` set only those XIDs act;
-otherwise every other XID marks its GPU Unhealthy with reason "XID <n>". An event without a device, or
-an event wait that fails with anything but a timeout, marks every GPU.
+otherwise every other XID marks its device Unhealthy with reason "XID <n>". The event's GPU is found by
+its UUID (``nvmlDeviceGetUUID`` of the event's handle); an event for a GPU the backend does not list is
+ignored. A MIG event (GPU instance and compute instance IDs set) marks the GPU and that MIG device; an
+event for the whole GPU (IDs 0xFFFFFFFF) marks the GPU and all its MIG devices. An event whose GPU
+cannot be named (no handle, or its UUID query fails), or an event wait that fails with anything but a
+timeout, marks every device.
 
 Recovery (NVIDIA's plugin never recovers; we do): every ``health_poll_interval_seconds`` each marked
-GPU whose last mark is at least one interval old is probed with nvmlDeviceGetMemoryInfo and
-nvmlDeviceGetUtilizationRates; when both succeed the mark is cleared. A new XID restarts the wait.
+device whose last mark is at least one interval old is probed: its UUID, memory and utilization queries
+must not fail. A query the device does not offer (utilization of MIG devices and MIG-enabled GPUs,
+memory of integrated GPUs: NOT_SUPPORTED / NO_PERMISSION) does not hold recovery back. When the probe
+passes the mark is cleared. A new XID restarts the wait.
 """
 
 from __future__ import annotations
