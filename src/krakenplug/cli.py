@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from krakenplug import __version__, backends, errors, hub, logs, settings
+from krakenplug.backends import base
 
 logger = logging.getLogger(__name__)
 
@@ -108,16 +109,21 @@ def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
     backend = backends.open_backend(config)
     try:
         found = list(backend.devices())
+        library = backend.library_info() if isinstance(backend, base.SupportsLibraryInfo) else None
     finally:
         backend.close()
     rows = [{
         "id": d.id, "index": d.index, "vendor": d.vendor, "model": d.model,
         "memory_total_mb": d.memory_total_mb, "numa_node": d.numa_node, "health": d.health.value,
         "health_reason": d.health_reason, "pci_bus_id": d.pci_bus_id, "resource": d.resource,
+        "library": library.as_dict() if library else None,
     } for d in found]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if library is not None:
+        print(f"backend {config.backend}: library {library.library or '-'}, API {library.api}, path {library.path}"
+              + (f" ({library.reason})" if library.reason else ""))
     if not rows:
         print(f"no devices found by backend {config.backend}")
         return 0

@@ -70,6 +70,13 @@ class DeviceBook:
             self._problems[key] = problem
         return problem != previous
 
+    def forget(self) -> None:
+        """Drops every remembered device: the library re-numbered its devices (Kunlun SR-IOV)."""
+        with self._lock:
+            self._known.clear()
+            self._stuck.clear()
+            self._problems.clear()
+
     def call_timed_out(self, key: Hashable, function: str, reason: str) -> None:
         with self._lock:
             self._stuck.setdefault(key, {})[function] = reason

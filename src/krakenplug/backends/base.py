@@ -31,6 +31,8 @@ __all__ = [
     "SupportsAllocationLimit",
     "SupportsDriverVersion",
     "SupportsHealthEvents",
+    "SupportsLibraryInfo",
+    "LibraryInfo",
     "SupportsPreferredAllocation",
 ]
 
@@ -188,3 +190,26 @@ class SupportsAllocationLimit(Protocol):
 @runtime_checkable
 class SupportsDriverVersion(Protocol):
     def driver_version(self) -> str | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraryInfo:
+    """Which vendor library, API generation and data path a backend uses, and why (for operators).
+
+    ``library``: the file loaded (None: none); ``api``: the API generation in use (e.g. "dcmiv2",
+    "cndev struct v6"); ``path``: where device data comes from (e.g. "stcml", "sysfs+stc-smi");
+    ``reason``: why this path was taken. The CLI's ``devices`` and the exporter's build info show it.
+    """
+
+    library: str | None
+    api: str
+    path: str
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str | None]:
+        return dataclasses.asdict(self)
+
+
+@runtime_checkable
+class SupportsLibraryInfo(Protocol):
+    def library_info(self) -> LibraryInfo: ...

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from fakelib import (
     DCMI,
     FakeHost,
     Fixture,
-    Watch,
     devices_by_id,
     devices_json,
     expect_bounded_hang,
@@ -24,6 +22,7 @@ from fakelib import (
 from krakenplug import errors
 from krakenplug.backends import base
 from krakenplug.backends.ascend import AscendBackend
+from krakenplug.hub import DeviceHub
 
 # 3 NPUs: card 0 holds logic 0 and 1, card 1 holds logic 2; physical IDs differ from logic IDs on purpose.
 BASE_FIXTURE = fixture_values([
@@ -46,6 +45,12 @@ def libdcmi_minimal(fakelib_dir: Path) -> Path:
     return DCMI.build(fakelib_dir / "dcmi-minimal", omit=[
         "dcmi_get_device_power_info", "dcmi_get_device_hbm_info", "dcmi_get_device_chip_info_v2",
         "dcmi_get_card_list", "dcmi_get_driver_version"])
+
+
+@pytest.fixture(scope="session")
+def libdcmi_v2(fakelib_dir: Path) -> Path:
+    """A newer driver's library: only the dcmiv2_* API."""
+    return DCMI.build(fakelib_dir / "dcmi-v2", defines=["DCMI_V2_ONLY"])
 
 
 @pytest.fixture
@@ -145,13 +150,93 @@ def test_listing_failure_and_vanished_npus_stay_listed_unhealthy(backend: Ascend
     assert gone.health_reason == "DCMI no longer lists this NPU"
 
 
-def test_watch_health_reports_changes_both_ways(libdcmi: Path, fixture: Fixture, host: FakeHost) -> None:
-    backend = open_backend(libdcmi, host, health_poll_interval_seconds=0.05)
-    with closing(backend), Watch(backend) as watch:  # the first snapshot is taken (and announced once)
-        fixture.update({"dev2.health": 1})
-        watch.expect_change(lambda: not devices_by_id(backend)["Ascend-6"].healthy)
-        fixture.update({"dev2.health": 0})
-        watch.expect_change(lambda: devices_by_id(backend)["Ascend-6"].healthy)
+def test_the_hub_sees_health_changes_both_ways(backend: AscendBackend, fixture: Fixture) -> None:
+    hub = DeviceHub(backend)
+    first = hub.refresh()
+    fixture.update({"dev2.health": 3})
+    sick = hub.refresh()
+    assert sick.version == first.version + 1 and not sick.by_id["Ascend-6"].healthy
+    fixture.update({"dev2.health": 0})
+    assert hub.refresh().by_id["Ascend-6"].healthy
+
+
+def test_a_310p_gets_its_memory_from_the_v3_query_not_hbm(backend: AscendBackend, fixture: Fixture) -> None:
+    # the fake fails dcmi_get_device_hbm_info on a 310P with INNER_ERR: asking it would drop the NPU
+    npu = devices_by_id(backend)["Ascend-6"]
+    assert (npu.healthy, npu.memory_total_mb) == (True, 21527)
+    assert backend.sample(npu).memory_used_mb == 1024.0
+
+
+def test_a_failing_memory_query_never_drops_an_npu(backend: AscendBackend, fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update({"fail.dcmi_get_device_memory_info_v3.2": -8005, "fail.dcmi_get_device_hbm_info.0": -8005})
+    devices = devices_by_id(backend)
+    assert [(d.healthy, d.memory_total_mb) for d in devices.values()] == [(True, 65536), (True, 65536),
+                                                                          (True, 21527)]  # last known totals
+    sample = backend.sample(devices["Ascend-6"])
+    assert (sample.memory_total_mb, sample.memory_used_mb, sample.temperature_celsius) == (None, None, 45.0)
+
+
+def test_a_failing_bus_id_query_reads_as_absent_and_the_npu_is_served(backend: AscendBackend,
+                                                                     fixture: Fixture) -> None:
+    fixture.update({"fail.dcmi_get_device_pcie_info_v2.0": -8005})
+    npu = devices_by_id(backend)["Ascend-4"]
+    assert (npu.healthy, npu.pci_bus_id, npu.numa_node) == (True, None, None)
+
+
+@pytest.mark.parametrize("health, codes, healthy", [
+    (1, "", True),                       # a minor alarm without a fault code
+    (1, "80E21007", True),               # NotHandle-level fault (Huawei's default faultCode.json)
+    (2, "80E21007,80C98006", True),      # only NotHandle-level faults
+    (2, "80E21007,80C98009", False),     # one fault that is not NotHandle-level
+    (2, "", False),                      # a major alarm without codes
+    (3, "", False),
+], ids=["minor", "not-handled", "all-not-handled", "one-handled", "major", "critical"])
+def test_health_is_classified_by_fault_level(backend: AscendBackend, fixture: Fixture, health: int, codes: str,
+                                             healthy: bool) -> None:
+    fixture.update({"dev1.health": health, "dev1.errors": codes})
+    assert devices_by_id(backend)["Ascend-5"].healthy is healthy
+    assert devices_by_id(backend)["Ascend-4"].healthy
+
+
+def test_not_handled_codes_are_an_option(libdcmi: Path, fixture: Fixture, host: FakeHost) -> None:
+    backend = open_backend(libdcmi, host, not_handled_fault_codes="80C98009")
+    fixture.update({"dev1.health": 2, "dev1.errors": "80C98009"})
+    assert devices_by_id(backend)["Ascend-5"].healthy
+    fixture.update({"dev1.errors": "80E21007"})  # no longer in the (replaced) list
+    assert not devices_by_id(backend)["Ascend-5"].healthy
+    backend.close()
+
+
+def test_not_ready_means_the_card_dropped(backend: AscendBackend, fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update({"fail.dcmi_get_device_health.1": -8012})
+    npu = devices_by_id(backend)["Ascend-5"]
+    assert not npu.healthy and npu.health_reason.startswith("card dropped: ")
+    fixture.update({"fail.dcmi_get_device_health.1": 0, "fail.dcmi_get_device_logic_id.1": -8012})
+    npu = devices_by_id(backend)["Ascend-5"]
+    assert (npu.healthy, npu.model) == (False, "Ascend910B4") and "card dropped" in npu.health_reason
+
+
+def test_a_v2_only_library_is_used_through_dcmiv2(libdcmi_v2: Path, fixture: Fixture, host: FakeHost) -> None:
+    backend = open_backend(libdcmi_v2, host)
+    try:
+        devices = backend.devices()
+        assert [(d.id, d.model, d.memory_total_mb, d.pci_bus_id) for d in devices] == [
+            ("Ascend-4", "Ascend910B3", 65536, "0000:c1:00.0"), ("Ascend-5", "Ascend910B4", 65536, "0000:c2:00.0"),
+            ("Ascend-6", "Ascend310P3", 0, "0000:81:00.0")]  # dcmiv2 has no v3 memory query: absent
+        assert devices[2].healthy
+        assert backend.sample(devices[0]) == base.DeviceSample(
+            utilization_percent=37.0, memory_used_mb=3072.0, memory_total_mb=65536.0, temperature_celsius=51.0,
+            power_watts=73.5)
+        fixture.update({"dev1.health": 2, "dev1.errors": "80C98009"})
+        assert devices_by_id(backend)["Ascend-5"].health_reason == "dcmi health 2; error codes 0x80C98009"
+        info = backend.library_info()
+        assert (info.library, info.api, info.path) == (str(libdcmi_v2), "dcmiv2", "dcmi")
+        assert "does not export dcmi_init" in info.reason
+        assert backend.driver_version() == "24.1.rc2"
+    finally:
+        backend.close()
 
 
 def test_missing_symbols_fall_back_or_read_as_not_offered(libdcmi_minimal: Path, fixture: Fixture,
@@ -202,6 +287,8 @@ def test_hanging_call_is_bounded_and_marks_only_that_npu(libdcmi: Path, fixture:
 
 def test_cli_devices_json(libdcmi: Path, fixture: Fixture, host: FakeHost) -> None:
     rows = devices_json("ascend", library_path=libdcmi, **host.options)
+    assert rows[0]["library"] == {"library": str(libdcmi), "api": "dcmi", "path": "dcmi",
+                                  "reason": "v1 API (dcmi_*): the library exports dcmi_init"}
     assert [(r["id"], r["model"], r["numa_node"], r["health"]) for r in rows] == [
         ("Ascend-4", "Ascend910B3", 0, "Healthy"), ("Ascend-5", "Ascend910B4", 1, "Healthy"),
         ("Ascend-6", "Ascend310P3", None, "Healthy")]

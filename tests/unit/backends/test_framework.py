@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from krakenplug import backends, errors, settings
-from krakenplug.backends import _calls, fallback
+from krakenplug.backends import _vendorlib, fallback
 
 
 @pytest.fixture(autouse=True)
@@ -53,14 +53,14 @@ def test_fallback_starts_serving_once_the_library_appears(tmp_path: Path) -> Non
 
 
 def test_bounded_call_returns_values_and_passes_errors_through() -> None:
-    caller = _calls.BoundedCaller(1.0)
+    caller = _vendorlib.BoundedCaller(1.0)
     assert caller(lambda a, b: a + b, 2, 3) == 5
     with pytest.raises(ZeroDivisionError):
         caller(lambda: 1 / 0)
 
 
 def test_a_hanging_call_times_out_and_later_calls_still_work() -> None:
-    caller = _calls.BoundedCaller(0.2)
+    caller = _vendorlib.BoundedCaller(0.2)
     release = threading.Event()
     started = time.monotonic()
     with pytest.raises(errors.DeviceQueryError, match="stuckCall did not return within 0.2 s"):

@@ -46,6 +46,12 @@ def minimal_xpuml_library(fakelib_dir: Path) -> Path:
                        omit=["xpumlDeviceGetName", "xpumlDeviceGetMinorNumber", "xpumlDeviceGetPowerUsage"])
 
 
+@pytest.fixture(scope="session")
+def xpuml_without_sriov_call(fakelib_dir: Path) -> Path:
+    """A library without xpumlDeviceSetSriovVfNum: SR-IOV goes through sysfs."""
+    return XPUML.build(fakelib_dir / "xpuml-no-sriov-call", omit=["xpumlDeviceSetSriovVfNum"])
+
+
 @pytest.fixture
 def fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fixture:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -136,7 +142,7 @@ def test_a_device_whose_queries_fail_keeps_its_identity_while_unhealthy(backend:
 
     device = devices_by_id(backend)["K200SN0002"]
     assert device.health is base.Health.UNHEALTHY
-    assert device.health_reason == "xpumlDeviceGetSerial returned XPU_IS_LOST (15)"
+    assert device.health_reason == "xpumlDeviceGetSerial failed: XPU_IS_LOST (15)"
     assert (device.model, device.pci_bus_id) == ("R300", BUS1)
 
     fixture.remove("fail.xpumlDeviceGetSerial.1")
@@ -149,7 +155,7 @@ def test_when_listing_fails_every_known_device_is_unhealthy(backend: KunlunBacke
 
     devices = backend.devices()
     assert [d.id for d in devices] == ["K200SN0001", "K200SN0002"]
-    assert all("listing devices failed: xpumlDeviceGetCount returned DRIVER_NOT_LOADED (9)" in d.health_reason
+    assert all("listing devices failed: xpumlDeviceGetCount failed: DRIVER_NOT_LOADED (9)" in d.health_reason
                for d in devices)
 
 
@@ -194,7 +200,7 @@ def test_init_failure_is_backend_unavailable_with_the_code_name(xpuml_library: P
                                                                 host: FakeHost) -> None:
     fixture.update({"init_error": 9})
     backend = make_backend(xpuml_library, host)
-    with pytest.raises(errors.BackendUnavailable, match=r"xpumlInit returned DRIVER_NOT_LOADED \(9\).*modprobe kunlun"):
+    with pytest.raises(errors.BackendUnavailable, match=r"xpumlInit failed: DRIVER_NOT_LOADED \(9\).*modprobe kunlun"):
         backend.open()
 
 
@@ -244,7 +250,7 @@ def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
     return on_change
 
 
-def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fixture, host: FakeHost,
+def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost,
                                                 short_tmp: Path) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     make_dev_tree(host.dev, ["xpu4", "xpu5"])
@@ -252,7 +258,7 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fi
     kernel = FakeKernel(host.sysfs,
                         on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
     pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
-    backend = make_backend(xpuml_library, host, sriov_writer=kernel, sriov_num_vfs=2,
+    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel, sriov_num_vfs=2,
                            pod_resources_socket=str(pod_resources.socket_path))
     try:
         backend.open()
@@ -270,13 +276,13 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_library: Path, fixture: Fi
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 
 
-def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, host: FakeHost,
+def test_an_allocated_pf_is_not_split(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost,
                                       short_tmp: Path) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     kernel = FakeKernel(host.sysfs)
     pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
     pod_resources.allocations[("trainer", "baidu.com/xpu")] = ["K200SN0001"]
-    backend = make_backend(xpuml_library, host, sriov_writer=kernel, sriov_num_vfs=2,
+    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel, sriov_num_vfs=2,
                            pod_resources_socket=str(pod_resources.socket_path))
     try:
         backend.open()
@@ -286,6 +292,80 @@ def test_an_allocated_pf_is_not_split(xpuml_library: Path, fixture: Fixture, hos
         pod_resources.stop()
 
     assert kernel.writes == [] and ids == ["K200SN0001", "K200SN0002"]
+
+
+def test_set_vf_count_uses_the_library_call_where_exported(xpuml_library: Path, fixture: Fixture, host: FakeHost,
+                                                           ) -> None:
+    make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    kernel = FakeKernel(host.sysfs)
+    backend = make_backend(xpuml_library, host, sriov_writer=kernel)
+    with opened(backend):
+        backend.devices()
+        backend.set_vf_count(BUS0, 2)
+        assert "SR-IOV through xpumlDeviceSetSriovVfNum" in backend.library_info().reason
+        with pytest.raises(errors.BackendError, match=r"xpumlDeviceSetSriovVfNum\(4\) failed: .*INVALID_ARGUMENT"):
+            backend.set_vf_count(BUS0, 4)
+    assert "dev0.vf_num=2" in fixture.path.read_text().splitlines()
+    assert kernel.writes == []  # sysfs sriov_numvfs is not touched when the vendor's call exists
+
+
+def test_set_vf_count_falls_back_to_sysfs(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost) -> None:
+    make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
+    kernel = FakeKernel(host.sysfs)
+    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel)
+    with opened(backend):
+        backend.devices()
+        backend.set_vf_count(BUS0, 2)
+        assert "sysfs sriov_numvfs" in backend.library_info().reason
+    assert kernel.writes == [(BUS0, "2")]
+    assert "vf_num" not in fixture.path.read_text()
+
+
+def test_a_pf_with_vfs_is_recognised_by_its_model_id_or_vxpu_mode(backend: KunlunBackend, fixture: Fixture) -> None:
+    # no sysfs PF entry at all: only the library tells (the driver may not implement sriov_numvfs)
+    fixture.update({"dev0.name": "R200-PF", "dev0.model_id": 200})
+    assert [d.id for d in backend.devices()] == ["K200SN0002"]
+    fixture.update({"dev0.model_id": 2, "dev1.vxpu_mode": 2})
+    assert [d.id for d in backend.devices()] == ["K200SN0001"]
+    fixture.update({"dev1.vxpu_mode": 1})  # SRIOV_OFF: capable, no VFs: advertised whole
+    assert [d.id for d in backend.devices()] == ["K200SN0001", "K200SN0002"]
+
+
+def test_after_renumbering_ids_stay_and_device_nodes_follow(backend: KunlunBackend, fixture: Fixture,
+                                                            host: FakeHost) -> None:
+    second = devices_by_id(backend)["K200SN0002"]
+    assert (second.index, second.device_nodes[0].container_path) == (1, "/dev/xpu1")
+    make_dev_tree(host.dev, ["xpu2", "xpu3"])
+    vf = {"serial": "K200SN0001", "name": "R200-VF-8G", "model_id": 202, "memory_total": 8 * GIB}
+    fixture.replace_devices([  # VFs on card 0: the driver lists them after their PF and re-numbers /dev/xpu*
+        {"serial": "K200SN0001", "name": "R200-PF", "model_id": 200, "bus_id": BUS0, "minor": 0},
+        {**vf, "bus_id": "0000:3b:00.1", "minor": 1}, {**vf, "bus_id": "0000:3b:00.2", "minor": 2},
+        {"serial": "K200SN0002", "name": "R300", "bus_id": BUS1, "minor": 3, "memory_total": 32 * GIB}])
+    allocation = backend.allocate([second])  # the device as the caller's older snapshot has it
+    assert allocation.envs == {"XPU_VISIBLE_DEVICES": "3"}
+    assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu3", "/dev/xpuctrl"]
+    assert [d.id for d in backend.devices()] == ["0000:3b:00.1", "0000:3b:00.2", "K200SN0002"]
+
+
+def test_return_code_22_is_named(backend: KunlunBackend, fixture: Fixture) -> None:
+    fixture.update({"fail.xpumlDeviceGetState.0": 22})
+    assert devices_by_id(backend)["K200SN0001"].health_reason == (
+        "xpumlDeviceGetState failed: VXPU_ECC_NOT_SUPPORTED (22)")
+
+
+def test_one_failing_query_reads_as_absent_and_the_device_is_served(backend: KunlunBackend,
+                                                                    fixture: Fixture) -> None:
+    fixture.update({"fail.xpumlDeviceGetPciInfo.1": 999, "fail.xpumlDeviceGetTemperature.1": 999})
+    device = devices_by_id(backend)["K200SN0002"]
+    assert (device.healthy, device.pci_bus_id, device.numa_node) == (True, None, None)
+    sample = backend.sample(device)
+    assert (sample.temperature_celsius, sample.utilization_percent) == (None, 0.0)
+
+
+def test_library_info_says_the_power_unit_is_unverified(backend: KunlunBackend, xpuml_library: Path) -> None:
+    info = backend.library_info()
+    assert (info.library, info.api, info.path) == (str(xpuml_library), "xpuml (GetName/GetMinorNumber)", "xpuml")
+    assert "power unit unverified" in info.reason
 
 
 # -- CLI -------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from fakelib import (
     STCML,
     FakeHost,
     Fixture,
-    Watch,
     devices_json,
     expect_bounded_hang,
     expect_init_error_handled,
@@ -28,6 +27,7 @@ from fakelib import (
 from krakenplug import errors
 from krakenplug.backends import base
 from krakenplug.backends.streamcomputing import StreamComputingBackend, StreamComputingOptions, smi
+from krakenplug.hub import DeviceHub
 
 BUS0, BUS1 = "0000:03:00.0", "0000:65:00.0"
 
@@ -132,6 +132,12 @@ def stcml_correct_spelling(fakelib_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def stcml_minimal(fakelib_dir: Path) -> Path:
     return STCML.build(fakelib_dir / "stcml-minimal", omit=["stcmlDevcieGetHandleByPciBusId", "stcmlDeviceGetPower"])
+
+
+@pytest.fixture(scope="session")
+def stcml_mangled(fakelib_dir: Path) -> Path:
+    """A C++ build without extern "C": none of the plain stcml* names is exported."""
+    return STCML.build(fakelib_dir / "stcml-mangled", defines=["STC_CXX_NAMES"])
 
 
 @pytest.fixture
@@ -245,7 +251,7 @@ def test_a_failing_npu_is_unhealthy_with_the_stcml_code_name(backend: StreamComp
 
     device = backend.devices()[0]
     assert (device.id, device.uuid) == (BUS0, "UUID-A")  # identity kept
-    assert device.health_reason == "stcmlDevcieGetHandleByPciBusId returned NO_DEVICE (-4)"
+    assert device.health_reason == "stcmlDevcieGetHandleByPciBusId failed: NO_DEVICE (-4)"
 
 
 def test_a_missing_device_node_is_unhealthy(backend: StreamComputingBackend, host: FakeHost) -> None:
@@ -318,7 +324,7 @@ def test_no_npu_at_all_is_backend_unavailable(tmp_path: Path) -> None:
 def test_init_failure_is_backend_unavailable_and_degrades_through_open_backend(
         stcml_library: Path, fixture: Fixture, smi_output: Path, host: FakeHost, clean_env: None) -> None:
     fixture.update({"init_error": -4})
-    with pytest.raises(errors.BackendUnavailable, match=r"stcmlInit returned NO_DEVICE \(-4\)"):
+    with pytest.raises(errors.BackendUnavailable, match=r"stcmlInit failed: NO_DEVICE \(-4\)"):
         make_backend(host, stcml_library).open()
 
     options = {"library_path": str(stcml_library), **host.options, "smi_path": str(FAKE_STC_SMI)}
@@ -368,19 +374,44 @@ def test_a_failing_stc_smi_is_logged_once_and_old_readings_expire(tmp_path: Path
     assert poller.latest() is None
 
 
-def test_watch_health_reports_a_board_going_off_and_back(stcml_library: Path, fixture: Fixture, smi_output: Path,
-                                                         host: FakeHost) -> None:
-    backend = make_backend(host, stcml_library, health_poll_interval_seconds=0.05)
-    with opened(backend), Watch(backend) as watch:
-        fixture.update({"dev1.board": 1})
-        watch.expect_change(lambda: not backend.devices()[0].healthy)
-        fixture.update({"dev1.board": 0})
-        watch.expect_change(lambda: backend.devices()[0].healthy)
+def test_the_hub_sees_a_board_going_off_and_back(backend: StreamComputingBackend, fixture: Fixture) -> None:
+    hub = DeviceHub(backend)
+    hub.refresh()
+    fixture.update({"dev1.board": 1})
+    assert not hub.refresh().by_id[BUS0].healthy
+    fixture.update({"dev1.board": 0})
+    assert hub.refresh().by_id[BUS0].healthy
+
+
+def test_the_path_in_use_is_logged_and_reported(stcml_library: Path, fixture: Fixture, smi_output: Path,
+                                                host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    backend = make_backend(host, stcml_library)
+    with opened(backend):
+        info = backend.library_info()
+    assert (info.library, info.api, info.path) == (str(stcml_library), "stcml", "stcml+sysfs+stc-smi")
+    assert "stcmlInit succeeded; NPUs matched to STCML by bus-ID lookup" in info.reason
+    assert f"data path stcml+sysfs+stc-smi ({stcml_library}): stcmlInit succeeded" in caplog.text
+
+
+def test_a_library_without_plain_stcml_names_falls_back_to_sysfs_and_says_why(
+        stcml_mangled: Path, fixture: Fixture, smi_output: Path, host: FakeHost,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    backend = make_backend(host, stcml_mangled)
+    with opened(backend):
+        devices = backend.devices()
+        info = backend.library_info()
+    assert [(d.id, d.uuid, d.healthy) for d in devices] == [(BUS0, None, True), (BUS1, None, True)]
+    assert (info.library, info.api, info.path) == (str(stcml_mangled), "none", "sysfs+stc-smi")
+    assert "exports no stcmlInit" in info.reason and "mangled" in caplog.text
 
 
 def test_cli_devices_json_without_the_library(smi_output: Path, host: FakeHost) -> None:
     rows = devices_json("streamcomputing", library_path=host.dev.parent / "none" / "libstcml.so", **host.options,
                         smi_path=FAKE_STC_SMI)
+    assert {(r["library"]["api"], r["library"]["path"]) for r in rows} == {("none", "sysfs+stc-smi")}
+    assert "cannot load the StreamComputing STCML library" in rows[0]["library"]["reason"]
     assert [(r["id"], r["index"], r["model"], r["numa_node"], r["memory_total_mb"], r["resource"]) for r in rows] == [
         (BUS0, 0, "STCP920", 0, 16384, "streamcomputing.com/npu"),
         (BUS1, 1, "STCP920", 1, 16384, "streamcomputing.com/npu")]

@@ -1,7 +1,13 @@
 """ctypes bindings for Huawei's DCMI (``libdcmi.so``): structs, signatures, status names, typed queries.
 
-Devices are addressed as (card id, device id in card); every query below takes that pair and passes it
-to the choke point as the call's key, so a stuck call marks exactly that NPU Unhealthy.
+Two API generations, as mind-cluster's devmanager has them:
+
+* ``dcmi``: the v1 ``dcmi_*`` functions; NPUs are addressed as (card id, device id in card).
+* ``dcmiv2``: the ``dcmiv2_*`` functions that newer drivers ship instead (``dcmi_init`` absent); NPUs are
+  addressed by one dev_id (a logic id) from ``dcmiv2_get_device_list``.
+
+An address is a tuple either way, splatted into the call: every query passes it to the choke point as the
+call's key, so a stuck call marks exactly that NPU Unhealthy.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ CODE_NAMES = {
     -8255: "DCMI_ERR_CODE_NOT_SUPPORT",
 }
 UNSUPPORTED_CODES = (-8013, -8255)
+NOT_READY = -8012  # Huawei's plugin reads this as "the card dropped off the bus"
+# Chips Huawei's devmanager asks for HBM; the others (310, 310B, 310P) report memory through
+# dcmi_get_device_memory_info_v3 and may fail the HBM query with an error that is not NOT_SUPPORT.
+HBM_CHIP_PREFIXES = ("910",)
 
 
 class ChipInfo(ctypes.Structure):
@@ -69,6 +79,7 @@ class PcieInfoAll(ctypes.Structure):
 
 _P_INT, _P_UINT = POINTER(c_int), POINTER(c_uint)
 _CARD_DEV = [c_int, c_int]
+_DEV = [c_int]
 SIGNATURES: dict[str, _vendorlib.Signature] = {
     "dcmi_init": (c_int, []),
     "dcmi_get_driver_version": (c_int, [POINTER(c_char), c_uint]),
@@ -88,17 +99,36 @@ SIGNATURES: dict[str, _vendorlib.Signature] = {
     "dcmi_get_device_health": (c_int, _CARD_DEV + [_P_UINT]),
     "dcmi_get_device_errorcode_v2": (c_int, _CARD_DEV + [_P_INT, _P_UINT, c_uint]),
     "dcmi_get_device_pcie_info_v2": (c_int, _CARD_DEV + [POINTER(PcieInfoAll)]),
+    # dcmiv2 (dcmi_interface_api_v2.h); the device list takes (count, list, length) as the devmanager
+    # wrapper calls it (the header copy in mind-cluster names the first two the other way round).
+    "dcmiv2_init": (c_int, []),
+    "dcmiv2_get_dcmi_version": (c_int, [POINTER(c_char), c_int]),
+    "dcmiv2_get_device_list": (c_int, [_P_INT, _P_INT, c_int]),
+    "dcmiv2_get_chip_phy_id_by_dev_id": (c_int, [c_uint, _P_UINT]),
+    "dcmiv2_get_device_chip_info": (c_int, _DEV + [POINTER(ChipInfoV2)]),
+    "dcmiv2_get_device_hbm_info": (c_int, _DEV + [POINTER(HbmInfo)]),
+    "dcmiv2_get_device_utilization_rate": (c_int, _DEV + [c_int, _P_UINT]),
+    "dcmiv2_get_device_power_info": (c_int, _DEV + [_P_INT]),
+    "dcmiv2_get_device_temperature": (c_int, _DEV + [_P_INT]),
+    "dcmiv2_get_device_health": (c_int, _DEV + [_P_UINT]),
+    "dcmiv2_get_device_error_code_list": (c_int, _DEV + [_P_INT, _P_UINT, c_uint]),
+    "dcmiv2_get_device_pcie_info": (c_int, _DEV + [POINTER(PcieInfoAll)]),
 }
+API_V1, API_V2 = "dcmi", "dcmiv2"
 
-Address = tuple[int, int]  # (card id, device id in card)
+Address = tuple[int, ...]  # (card id, device id in card) for dcmi, (dev_id,) for dcmiv2
 
 
 def describe(address: Address) -> str:
-    return "card {} device {}".format(*address)
+    return "card {} device {}".format(*address) if len(address) == 2 else f"dev_id {address[0]}"
 
 
-def _text(raw: ctypes.Array) -> str:
+def _text(raw: ctypes.Array) -> str:  # type: ignore[type-arg]
     return bytes(raw).split(b"\0", 1)[0].decode(errors="replace").strip()
+
+
+def is_dropped(err: Exception) -> bool:
+    return isinstance(err, _vendorlib.VendorCallError) and err.code == NOT_READY
 
 
 class Dcmi:
@@ -106,87 +136,104 @@ class Dcmi:
 
     def __init__(self, calls: _vendorlib.VendorCalls) -> None:
         self.calls = calls
+        self.api = API_V1 if calls.supports("dcmi_init") else API_V2
+
+    def _status(self, v1: str, v2: str, address: Address, *args: object) -> None:
+        self.calls.status(v1 if self.api == API_V1 else v2, *address, *args, key=address)
 
     def init(self) -> None:
-        self.calls.status("dcmi_init")
+        self.calls.status("dcmi_init" if self.api == API_V1 else "dcmiv2_init")
 
     def driver_version(self) -> str:
-        for name in ("dcmi_get_driver_version", "dcmi_get_dcmi_version"):
+        names = ("dcmi_get_driver_version", "dcmi_get_dcmi_version") if self.api == API_V1 else (
+            "dcmiv2_get_dcmi_version",)
+        for name in names:
             if self.calls.supports(name):
                 buffer = ctypes.create_string_buffer(64)
                 self.calls.status(name, buffer, len(buffer))
                 return buffer.value.decode(errors="replace").strip()
-        raise _vendorlib.NotSupported("dcmi_get_driver_version", None, "not exported")
+        raise _vendorlib.NotSupported(names[0], None, "not exported")
 
     def addresses(self) -> list[Address]:
-        """Every (card, device) pair; the older function name is used when the current one is missing."""
-        count, cards = c_int(0), (c_int * MAX_CARDS)()
+        """Every NPU's address; the older v1 function name is used when the current one is missing."""
+        count, ids = c_int(0), (c_int * MAX_CARDS)()
+        if self.api == API_V2:
+            self.calls.status("dcmiv2_get_device_list", byref(count), ids, MAX_CARDS)
+            return [(dev_id,) for dev_id in ids[:max(0, min(count.value, MAX_CARDS))]]
         name = "dcmi_get_card_list" if self.calls.supports("dcmi_get_card_list") else "dcmi_get_card_num_list"
-        self.calls.status(name, byref(count), cards, MAX_CARDS)
-        found = []
-        for card in cards[:max(0, min(count.value, MAX_CARDS))]:
+        self.calls.status(name, byref(count), ids, MAX_CARDS)
+        found: list[Address] = []
+        for card in ids[:max(0, min(count.value, MAX_CARDS))]:
             chips = c_int(0)
             self.calls.status("dcmi_get_device_num_in_card", card, byref(chips))
             found.extend((card, device) for device in range(chips.value))
         return found
 
     def physical_id(self, address: Address) -> int:
-        logic, physical = c_int(0), c_uint(0)
+        physical = c_uint(0)
+        if self.api == API_V2:
+            self.calls.status("dcmiv2_get_chip_phy_id_by_dev_id", address[0], byref(physical), key=address)
+            return physical.value
+        logic = c_int(0)
         self.calls.status("dcmi_get_device_logic_id", byref(logic), *address, key=address)
         self.calls.status("dcmi_get_device_phyid_from_logicid", logic.value, byref(physical), key=address)
         return physical.value
 
-    def model(self, address: Address) -> str:
-        """Chip type + name, e.g. "Ascend910B3" (v2 first, like Huawei's plugin)."""
+    def chip(self, address: Address) -> tuple[str, str]:
+        """(chip type, chip name), e.g. ("Ascend", "910B3"); v2 first, like Huawei's plugin."""
+        info: ctypes.Structure = ChipInfoV2()
         try:
-            info: ctypes.Structure = ChipInfoV2()
-            self.calls.status("dcmi_get_device_chip_info_v2", *address, byref(info), key=address)
+            self._status("dcmi_get_device_chip_info_v2", "dcmiv2_get_device_chip_info", address, byref(info))
         except _vendorlib.NotSupported:
+            if self.api == API_V2:
+                raise
             info = ChipInfo()
             self.calls.status("dcmi_get_device_chip_info", *address, byref(info), key=address)
-        return f"{_text(info.chip_type)}{_text(info.chip_name)}" or "Ascend"
+        return _text(info.chip_type), _text(info.chip_name)
 
-    def memory_mb(self, address: Address) -> tuple[int, int]:
-        """(total, used) in MB: HBM where the chip has it, else the v3 memory query."""
-        try:
+    def memory_mb(self, address: Address, chip_name: str) -> tuple[int, int]:
+        """(total, used) in MB: HBM on 910-class chips, the v3 memory query on the others (as Huawei does)."""
+        if chip_name.upper().startswith(HBM_CHIP_PREFIXES) or self.api == API_V2:
             hbm = HbmInfo()
-            self.calls.status("dcmi_get_device_hbm_info", *address, byref(hbm), key=address)
-            if hbm.memory_size:
+            try:
+                self._status("dcmi_get_device_hbm_info", "dcmiv2_get_device_hbm_info", address, byref(hbm))
                 return hbm.memory_size, hbm.memory_usage
-        except _vendorlib.NotSupported:
-            pass
+            except _vendorlib.NotSupported:
+                if self.api == API_V2:
+                    raise
         memory = MemoryInfoV3()
         self.calls.status("dcmi_get_device_memory_info_v3", *address, byref(memory), key=address)
         return memory.memory_size, max(0, memory.memory_size - memory.memory_available)
 
     def ai_core_utilization(self, address: Address) -> int:
         rate = c_uint(0)
-        self.calls.status("dcmi_get_device_utilization_rate", *address, INPUT_AI_CORE, byref(rate), key=address)
+        self._status("dcmi_get_device_utilization_rate", "dcmiv2_get_device_utilization_rate", address,
+                     INPUT_AI_CORE, byref(rate))
         return rate.value
 
     def power_watts(self, address: Address) -> float:
         tenths = c_int(0)  # DCMI reports 0.1 W units
-        self.calls.status("dcmi_get_device_power_info", *address, byref(tenths), key=address)
+        self._status("dcmi_get_device_power_info", "dcmiv2_get_device_power_info", address, byref(tenths))
         return tenths.value / 10
 
     def temperature(self, address: Address) -> int | None:
         celsius = c_int(0)
-        self.calls.status("dcmi_get_device_temperature", *address, byref(celsius), key=address)
+        self._status("dcmi_get_device_temperature", "dcmiv2_get_device_temperature", address, byref(celsius))
         return celsius.value if celsius.value >= -275 else None  # below absolute zero means "no reading"
 
     def health(self, address: Address) -> int:
-        """0 is healthy; other values are alarm levels."""
+        """0 is healthy; other values are alarm levels (1 minor, 2 major, 3 critical)."""
         code = c_uint(0)
-        self.calls.status("dcmi_get_device_health", *address, byref(code), key=address)
+        self._status("dcmi_get_device_health", "dcmiv2_get_device_health", address, byref(code))
         return code.value
 
     def error_codes(self, address: Address) -> list[int]:
         count, codes = c_int(0), (c_uint * ERROR_CODE_SLOTS)()
-        self.calls.status("dcmi_get_device_errorcode_v2", *address, byref(count), codes, ERROR_CODE_SLOTS,
-                          key=address)
+        self._status("dcmi_get_device_errorcode_v2", "dcmiv2_get_device_error_code_list", address, byref(count),
+                     codes, ERROR_CODE_SLOTS)
         return list(codes[:max(0, min(count.value, ERROR_CODE_SLOTS))])
 
     def bus_id(self, address: Address) -> str:
         pcie = PcieInfoAll()
-        self.calls.status("dcmi_get_device_pcie_info_v2", *address, byref(pcie), key=address)
+        self._status("dcmi_get_device_pcie_info_v2", "dcmiv2_get_device_pcie_info", address, byref(pcie))
         return f"{pcie.domain:04x}:{pcie.bdf_busid:02x}:{pcie.bdf_deviceid:02x}.{pcie.bdf_funcid}"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _native, _sysfs, _vendorlib, base
+from krakenplug.backends import _devicebook, _sysfs, _vendorlib, base
 from krakenplug.backends.cambricon import cndev
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class CambriconBackend:
         self._lock = threading.Lock()
 
     def open(self) -> None:
-        library = _native.NativeLibrary.load(_native.candidates(self._options.library_path, DEFAULT_LIBRARIES),
-                                             vendor="Cambricon CNDev")
+        library = _vendorlib.NativeLibrary.load(
+            _vendorlib.candidates(self._options.library_path, DEFAULT_LIBRARIES), vendor="Cambricon CNDev")
         calls = _vendorlib.VendorCalls(library, cndev.SIGNATURES, vendor="cambricon", book=self._book,
                                        timeout_seconds=self._options.call_timeout_seconds,
                                        code_names=cndev.CODE_NAMES, unsupported_codes=cndev.UNSUPPORTED_CODES)

@@ -8,12 +8,17 @@ What a device is:
   it), plus ``/dev/xpuctrl`` for every container; ``XPU_VISIBLE_DEVICES`` lists the library indexes.
 * Health: xpumlDeviceGetState. RUNNING (201) and UNUSED (0) are healthy; IN_RESET, ERROR, IN_EXCEPTION
   and states we do not know are Unhealthy with the state's name. A missing device node is Unhealthy too.
-* Power: XPUML's documentation is NVML's, so xpumlDeviceGetPowerUsage is read as milliwatts.
+* Power: the unit of xpumlDeviceGetPowerUsage is unverified (``POWER_WATTS_PER_UNIT``, the one place
+  the assumption lives).
 
-SR-IOV mapping (see _sriov.py for the count and how it is applied): once VFs are enabled, XPUML lists each
-VF as a device of its own with its own PCI bus ID and minor number, hence its own ``/dev/xpuN``. A listed
-device whose sysfs entry has a ``physfn`` link is a VF and is advertised; a PF with VFs enabled is not
-(it keeps no compute of its own).
+SR-IOV: ``set_vf_count`` uses ``xpumlDeviceSetSriovVfNum`` (what the vendor documents, with xpu_smi)
+where the library exports it, and falls back to sysfs ``sriov_numvfs`` otherwise. Once VFs are enabled,
+XPUML keeps listing the PF (as ``R200-PF``) and lists each VF as a device of its own with its own PCI
+bus ID and minor number, hence its own ``/dev/xpuN``; the driver re-numbers ``/dev/xpu*``. A PF with VFs
+enabled is recognised by its model id (``*_SRIOV_PF``), ``xpumlDeviceGetHostVxpuMode == SRIOV_ON`` or
+sysfs ``sriov_numvfs > 0``, and is not advertised (it keeps no compute of its own). IDs (serial, or PCI
+bus ID for a VF) stay the same across the re-numbering; ``allocate`` hands out the device node and index
+the device has now, not the ones of the snapshot the caller holds.
 """
 
 from __future__ import annotations
@@ -21,14 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _sriov, _sysfs, base
+from krakenplug.backends import _devicebook, _sriov, _sysfs, _vendorlib, base
 from krakenplug.backends.kunlun import xpuml
 
 logger = logging.getLogger(__name__)
@@ -39,7 +43,9 @@ VISIBLE_DEVICES_ENV = "XPU_VISIBLE_DEVICES"
 # xpumlDeviceModel_t names, used only when the library has no xpumlDeviceGetName.
 MODEL_NAMES = {0: "K200", 1: "K100", 2: "R200", 3: "R300", 9: "RG800"}
 _MIB = 1024 * 1024
-_TICK_SECONDS = 0.2  # how often watch_health looks at its stop and wake-up flags
+# Unverified: go-xpuml's header copies NVML's "milliwatts" comment, while xpu-smi prints W; no public
+# source settles it. Every power reading is converted here and nowhere else.
+POWER_WATTS_PER_UNIT = 0.001
 
 
 class KunlunOptions(base.BackendOptions, _sriov.SriovOptions):
@@ -61,12 +67,12 @@ class KunlunBackend:
         self._lib: xpuml.Xpuml | None = None
         self._book = _devicebook.DeviceBook()
         self._last: list[base.Device] = []
+        self._listed: list[base.Device] = []  # every device XPUML lists, PFs with VFs included
         self._index_by_id: dict[str, int] = {}
         self._hidden_pfs: set[str] = set()
         self._warned: set[str] = set()
-        self._sriov = _sriov.SriovController(options, sysfs_root=options.sysfs_root, node_name=node_name,
-                                             vendor=VENDOR_ID, advertised_ids=self._advertised_ids,
-                                             writer=sriov_writer)
+        self._optional = _vendorlib.OptionalQueries("kunlun")
+        self._sysfs_writer = sriov_writer
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -85,7 +91,6 @@ class KunlunBackend:
                     f"(modprobe kunlun) and that /dev/xpu* exist") from err
             self._lib = lib
         self.devices()
-        self._reconcile_sriov()
 
     def close(self) -> None:
         with self._lock:
@@ -95,7 +100,6 @@ class KunlunBackend:
                 lib.shutdown()
             except errors.DeviceQueryError as err:
                 logger.warning("xpumlShutdown: %s", err)
-        self._sriov.close()
 
     # -- Backend ---------------------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class KunlunBackend:
             return list(snapshot)
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
+        devices = self._current(devices)
         nodes = [node for device in devices for node in device.device_nodes if os.path.exists(node.host_path)]
         control = os.path.join(self._options.dev_root, "xpuctrl")
         if os.path.exists(control):
@@ -123,46 +128,70 @@ class KunlunBackend:
         with self._lock:
             index = self._index_by_id.get(device.id, device.index)
         handle = lib.handle(index)
-        utilization = _optional(lib.utilization, handle)
-        memory = _optional(lib.memory, handle)
-        temperature = _optional(lib.temperature, handle)
-        power_mw = _optional(lib.power_milliwatts, handle)
+        key = device.id
+        utilization = self._optional.get(lambda: lib.utilization(handle), key=key, what="utilization")
+        memory = self._optional.get(lambda: lib.memory(handle), key=key, what="memory")
+        temperature = self._optional.get(lambda: lib.temperature(handle), key=key, what="temperature")
+        power = self._optional.get(lambda: lib.power_usage(handle), key=key, what="power")
         return base.DeviceSample(
             utilization_percent=float(utilization.xpu) if utilization is not None else None,
             memory_used_mb=memory.usedGlobalMemory / _MIB if memory is not None else None,
             memory_total_mb=memory.totalGlobalMemory / _MIB if memory is not None else None,
             temperature_celsius=float(temperature) if temperature is not None else None,
-            power_watts=power_mw / 1000.0 if power_mw is not None else None,
+            power_watts=power * POWER_WATTS_PER_UNIT if power is not None else None,
         )
+
+    def library_info(self) -> base.LibraryInfo:
+        lib = self._require()
+        sriov = ("xpumlDeviceSetSriovVfNum" if lib.library.exports("xpumlDeviceSetSriovVfNum")
+                 else "sysfs sriov_numvfs (the library does not export xpumlDeviceSetSriovVfNum)")
+        generation = "xpuml (GetName/GetMinorNumber)" if lib.library.exports("xpumlDeviceGetName") else "xpuml 2022"
+        return base.LibraryInfo(library=lib.library.path, api=generation, path="xpuml",
+                                reason=f"SR-IOV through {sriov}; power unit unverified")
+
+    # -- SupportsSriov (the SR-IOV component decides the counts) ---------------------------------------
+
+    def sriov_options(self) -> base.SriovOptions:
+        return self._options
+
+    def physical_functions(self) -> Sequence[base.PhysicalFunction]:
+        return _sriov.find_physical_functions(self._options.sysfs_root, vendor=VENDOR_ID)
+
+    def set_vf_count(self, pf_bus_id: str, count: int) -> None:
+        """Sets the VF count of the PF at ``pf_bus_id`` (0 disables): the library call where exported,
+        else sysfs. Raises SriovError naming what failed. The driver re-numbers /dev/xpu* afterwards."""
+        pf = _sriov.read_physical_function(self._options.sysfs_root, pf_bus_id)
+        if self._set_through_library(pf_bus_id, count):
+            pass
+        elif pf is None:
+            raise _sriov.SriovError(f"{pf_bus_id}: not an SR-IOV PF in sysfs and the library cannot set VFs")
+        else:
+            _sriov.set_vf_count(pf, count, sysfs_root=self._options.sysfs_root, writer=self._sysfs_writer,
+                                wait_seconds=self._options.sriov_vf_wait_seconds)
+        with self._lock:
+            self._book.forget()  # the library re-numbers its devices: identities tied to old indexes are void
+
+    def _set_through_library(self, pf_bus_id: str, count: int) -> bool:
+        """True when the library set the count; False when it cannot (not exported, PF not listed)."""
+        lib = self._lib
+        if lib is None or not lib.library.exports("xpumlDeviceSetSriovVfNum"):
+            return False
+        with self._lock:
+            index = next((device.index for device in self._listed if device.pci_bus_id == pf_bus_id), None)
+        if index is None:
+            return False
+        try:
+            lib.set_sriov_vf_num(lib.handle(index), count)
+        except errors.DeviceQueryError as err:
+            raise _sriov.SriovError(f"{pf_bus_id}: xpumlDeviceSetSriovVfNum({count}) failed: {err}") from err
+        logger.info("xpu %s: %d VFs set through xpumlDeviceSetSriovVfNum", pf_bus_id, count)
+        return True
 
     def driver_version(self) -> str | None:
         try:
             return self._require().driver_version()
         except errors.DeviceQueryError:
             return None
-
-    def watch_health(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        """Polls health (both directions) and re-applies SR-IOV; a label change wakes it at once."""
-        wake = threading.Event()
-        watcher = threading.Thread(target=self._sriov.watch_label, args=(stop, wake.set), name="kunlun-sriov-label",
-                                   daemon=True)
-        watcher.start()
-        previous = self._safe_devices()
-        changed()  # once at the start: nothing that changed before watching began is lost
-        next_poll = time.monotonic() + self._options.health_poll_interval_seconds
-        try:
-            while not stop.wait(_TICK_SECONDS):
-                if not wake.is_set() and time.monotonic() < next_poll:
-                    continue
-                wake.clear()
-                next_poll = time.monotonic() + self._options.health_poll_interval_seconds
-                self._reconcile_sriov()
-                current = self._safe_devices()
-                if current is not None and current != previous:
-                    previous = current
-                    changed()
-        finally:
-            watcher.join(timeout=30)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -177,11 +206,12 @@ class KunlunBackend:
         except errors.DeviceQueryError as err:
             return self._book.all_failed(f"listing devices failed: {err}")
         found = [self._listed_device(lib, index) for index in range(count)]
-        devices = [device for device in found if device is not None]
-        devices += self._book.unlisted(range(count), "XPUML no longer lists this device")
-        return [device for device in devices if not self._is_sriov_pf(device)]
+        self._listed = [device for device, _ in found if device is not None]
+        devices = [device for device, pf in found if device is not None and not self._hidden_pf(device, pf)]
+        return devices + self._book.unlisted(range(count), "XPUML no longer lists this device")
 
-    def _listed_device(self, lib: xpuml.Xpuml, index: int) -> base.Device | None:
+    def _listed_device(self, lib: xpuml.Xpuml, index: int) -> tuple[base.Device | None, bool]:
+        """The device at ``index`` and whether the library says it is an SR-IOV PF with VFs enabled."""
         try:
             handle = lib.handle(index)
             identity = self._identify(lib, handle)
@@ -190,18 +220,29 @@ class KunlunBackend:
             if failed is None:
                 self._warn_once(f"unknown:{index}:{err}", "xpu %d cannot be identified (%s); it is not advertised "
                                 "until it answers", index, err)
-            return failed
+            return failed, False
+        pf = self._library_says_pf(lib, handle)
         problems = self._health_problems(lib, handle, identity)
         device = self._book.record(index, identity)  # after the last call: stuck calls that returned are cleared
-        return _devicebook.unhealthy(device, "; ".join(problems)) if problems else device
+        return (_devicebook.unhealthy(device, "; ".join(problems)) if problems else device), pf
+
+    def _library_says_pf(self, lib: xpuml.Xpuml, handle: xpuml.Handle) -> bool:
+        """A PF with VFs on, by its model id (``*_SRIOV_PF``) or ``xpumlDeviceGetHostVxpuMode``."""
+        attributes = self._optional.get(lambda: lib.attributes(handle), key=handle.index, what="attributes")
+        if attributes is not None and xpuml.is_sriov_pf_model(attributes.modelId):
+            return True
+        mode = self._optional.get(lambda: lib.host_vxpu_mode(handle), key=handle.index, what="host vXPU mode")
+        return mode == xpuml.SRIOV_ON
 
     def _identify(self, lib: xpuml.Xpuml, handle: xpuml.Handle) -> base.Device:
-        raw_bus_id = _optional(lib.pci_bus_id, handle)
-        bus_id = _normalized(raw_bus_id)
-        serial = _optional(lib.serial, handle) or None
-        minor = _optional(lib.minor_number, handle)
+        get = self._optional.get
+        bus_id = _normalized(get(lambda: lib.pci_bus_id(handle), key=handle.index, what="PCI bus ID"))
+        serial = _vendorlib.unsupported_as_none(lambda: lib.serial(handle)) or None  # identity: a failure counts
+        minor = get(lambda: lib.minor_number(handle), key=handle.index, what="minor number")
         minor = handle.index if minor is None else minor
-        is_vf = bus_id is not None and _sriov.physical_function_of(self._options.sysfs_root, bus_id) is not None
+        attributes = get(lambda: lib.attributes(handle), key=handle.index, what="attributes")
+        is_vf = (attributes is not None and xpuml.is_sriov_vf_model(attributes.modelId)) or (
+            bus_id is not None and _sriov.physical_function_of(self._options.sysfs_root, bus_id) is not None)
         device_id = (bus_id if is_vf or not serial else serial) or f"xpu{minor}"
         model = self._model(lib, handle)
         return base.Device(
@@ -213,28 +254,26 @@ class KunlunBackend:
             device_nodes=(base.DeviceNode(os.path.join(self._options.dev_root, f"xpu{minor}"), f"/dev/xpu{minor}"),),
         )
 
-    @staticmethod
-    def _model(lib: xpuml.Xpuml, handle: xpuml.Handle) -> str:
-        name = _optional(lib.name, handle)
+    def _model(self, lib: xpuml.Xpuml, handle: xpuml.Handle) -> str:
+        name = self._optional.get(lambda: lib.name(handle), key=handle.index, what="name")
         if name:
             return name
-        attributes = _optional(lib.attributes, handle)
+        attributes = self._optional.get(lambda: lib.attributes(handle), key=handle.index, what="attributes")
         if attributes is None:
             return "Kunlun XPU"
         return MODEL_NAMES.get(attributes.modelId, f"Kunlun model {attributes.modelId}")
 
-    @staticmethod
-    def _memory_total_mb(lib: xpuml.Xpuml, handle: xpuml.Handle) -> int:
-        memory = _optional(lib.memory, handle)
+    def _memory_total_mb(self, lib: xpuml.Xpuml, handle: xpuml.Handle) -> int:
+        memory = self._optional.get(lambda: lib.memory(handle), key=handle.index, what="memory")
         if memory is not None:
-            return memory.totalGlobalMemory // _MIB
-        attributes = _optional(lib.attributes, handle)
+            return int(memory.totalGlobalMemory // _MIB)
+        attributes = self._optional.get(lambda: lib.attributes(handle), key=handle.index, what="attributes")
         return int(attributes.globalMemorySizeMB) if attributes is not None else 0
 
     def _health_problems(self, lib: xpuml.Xpuml, handle: xpuml.Handle, device: base.Device) -> list[str]:
         problems = []
         try:
-            state = _optional(lib.state, handle)
+            state = _vendorlib.unsupported_as_none(lambda: lib.state(handle))
         except errors.DeviceQueryError as err:
             problems.append(str(err))
         else:
@@ -245,39 +284,23 @@ class KunlunBackend:
             problems.append(f"device node {', '.join(missing)} is missing")
         return problems
 
-    def _is_sriov_pf(self, device: base.Device) -> bool:
+    def _hidden_pf(self, device: base.Device, library_says_pf: bool) -> bool:
         """A PF whose VFs are enabled: not advertised (its VFs are)."""
         if device.pci_bus_id is None:
-            return False
+            return library_says_pf
         pf = _sriov.read_physical_function(self._options.sysfs_root, device.pci_bus_id)
-        hidden = pf is not None and pf.num_vfs > 0
+        hidden = library_says_pf or (pf is not None and pf.num_vfs > 0)
         if hidden != (device.pci_bus_id in self._hidden_pfs):
             (self._hidden_pfs.add if hidden else self._hidden_pfs.discard)(device.pci_bus_id)
             logger.info("xpu %s (%s) %s", device.id, device.pci_bus_id,
                         "has VFs enabled; advertising its VFs instead" if hidden else "is advertised whole again")
         return hidden
 
-    def _advertised_ids(self, pf: _sriov.PhysicalFunction) -> Collection[str]:
-        """The IDs under which ``pf`` or its VFs may be allocated (what PodResources would show)."""
-        members = {pf.bus_id, *pf.vf_bus_ids}
-        with self._lock:
-            known = list(self._last)
-        return members | {device.id for device in known if device.pci_bus_id in members}
-
-    def _reconcile_sriov(self) -> None:
-        if self._sriov.reconcile():
-            with self._lock:  # the library re-numbers its devices: forget identities tied to old indexes
-                self._book = _devicebook.DeviceBook()
-                if self._lib is not None:
-                    self._lib.book = self._book
-            self._safe_devices()
-
-    def _safe_devices(self) -> tuple[base.Device, ...] | None:
-        try:
-            return tuple(self.devices())
-        except errors.BackendError as err:
-            logger.warning("kunlun health poll failed: %s", err)
-            return None
+    def _current(self, devices: Sequence[base.Device]) -> list[base.Device]:
+        """``devices`` as the library lists them now: after a re-numbering a device keeps its ID, but its
+        index and /dev/xpuN follow the driver. Read afresh, since only the library knows it re-numbered."""
+        by_id = {device.id: device for device in self.devices()}
+        return [by_id.get(device.id, device) for device in devices]
 
     def _log_changes(self, snapshot: Sequence[base.Device]) -> None:
         before = {device.id: device for device in self._last}
@@ -293,14 +316,6 @@ class KunlunBackend:
         if key not in self._warned:
             self._warned.add(key)
             logger.warning(message, *args)
-
-
-def _optional(query: Callable[[xpuml.Handle], Any], handle: xpuml.Handle) -> Any:
-    """``query(handle)``, or None when the library or the device does not support it."""
-    try:
-        return query(handle)
-    except xpuml.NotSupported:
-        return None
 
 
 def _normalized(bus_id: str | None) -> str | None:

@@ -1,9 +1,10 @@
 """ctypes binding of Kunlunxin XPUML (``libxpuml.so``): structs, return codes and the one call path.
 
 Layouts follow kunlunxin/go-xpuml's ``xpuml.h``; every struct is padded with ``reserved`` to 128 bytes.
-Every call goes through ``Xpuml._call``: bounded by a timeout, return codes mapped to their names, and
-a symbol the installed library lacks reported as NotSupported (older libraries have no GetName or
-GetMinorNumber). Handles never leave this module's callers in the kunlun package.
+Every call goes through the shared choke point (``_vendorlib.VendorCalls``): bounded by a timeout,
+return codes mapped to their names, and a symbol the installed library lacks reported as NotSupported
+(the 2022 library has no GetName or GetMinorNumber). Handles never leave this module's callers in the
+kunlun package.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
-from collections.abc import Sequence
+from ctypes import POINTER, byref, c_char_p, c_int, c_uint, c_void_p
 from typing import Any
 
-from krakenplug import errors
-from krakenplug.backends import _calls, _devicebook, _native
+from krakenplug.backends import _devicebook, _vendorlib
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,17 @@ RETURN_CODES = {
     5: "ALREADY_INITIALIZED", 6: "NOT_FOUND", 7: "INSUFFICIENT_SIZE", 8: "INSUFFICIENT_POWER",
     9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 11: "IRQ_ISSUE", 12: "LIBRARY_NOT_FOUND", 13: "FUNCTION_NOT_FOUND",
     14: "CORRUPTED_INFOROM", 15: "XPU_IS_LOST", 16: "RESET_REQUIRED", 17: "OPERATING_SYSTEM",
-    18: "LIB_RM_VERSION_MISMATCH", 19: "IN_USE", 20: "MEMORY", 21: "NO_DATA", 23: "INSUFFICIENT_RESOURCES",
-    24: "FREQ_NOT_SUPPORTED", 999: "UNKNOWN",
+    18: "LIB_RM_VERSION_MISMATCH", 19: "IN_USE", 20: "MEMORY", 21: "NO_DATA", 22: "VXPU_ECC_NOT_SUPPORTED",
+    23: "INSUFFICIENT_RESOURCES", 24: "FREQ_NOT_SUPPORTED", 999: "UNKNOWN",
 }
-NOT_SUPPORTED = 3
-FUNCTION_NOT_FOUND = 13
+UNSUPPORTED_CODES = (3, 13)  # NOT_SUPPORTED, FUNCTION_NOT_FOUND
+
+# xpumlHostVxpuMode_t
+HOST_VXPU_MODES = {0: "NON_SRIOV", 1: "SRIOV_OFF", 2: "SRIOV_ON"}
+SRIOV_ON = 2
+# xpumlDeviceModel_t: from 200 on, groups of four per card model: <model>_SRIOV_PF, then its VFs
+# VF_ONE_OF_ONE/TWO/THREE (R200 200-203, R300 204-207, R200_8F 208-211, ...).
+SRIOV_MODEL_BASE = 200
 
 # xpumlDeviceState_t
 STATE_NAMES = {0: "UNUSED", 201: "RUNNING", 205: "IN_RESET", 207: "ERROR", 208: "IN_EXCEPTION"}
@@ -67,19 +73,34 @@ class Attributes(ctypes.Structure):
                    ("sn", ctypes.c_ulonglong * 2), ("reserved", ctypes.c_ulonglong * 7)])
 
 
-class XpumlError(errors.DeviceQueryError):
-    """An XPUML function returned an error code."""
+_DEV = c_void_p  # xpumlDevice_t, an opaque pointer
+SIGNATURES: dict[str, _vendorlib.Signature] = {
+    "xpumlInit": (c_int, []),
+    "xpumlShutdown": (c_int, []),
+    "xpumlSystemGetDriverVersion": (c_int, [c_char_p, c_uint]),
+    "xpumlDeviceGetCount": (c_int, [POINTER(c_uint)]),
+    "xpumlDeviceGetHandleByIndex": (c_int, [c_uint, POINTER(c_void_p)]),
+    "xpumlDeviceGetSerial": (c_int, [_DEV, c_char_p, c_uint]),
+    "xpumlDeviceGetName": (c_int, [_DEV, c_char_p, c_uint]),
+    "xpumlDeviceGetMinorNumber": (c_int, [_DEV, POINTER(c_uint)]),
+    "xpumlDeviceGetPciInfo": (c_int, [_DEV, POINTER(PciInfo)]),
+    "xpumlDeviceGetMemoryInfo": (c_int, [_DEV, POINTER(Memory)]),
+    "xpumlDeviceGetAttributes": (c_int, [_DEV, POINTER(Attributes)]),
+    "xpumlDeviceGetUtilizationRates": (c_int, [_DEV, POINTER(Utilization)]),
+    "xpumlDeviceGetTemperature": (c_int, [_DEV, c_int, POINTER(c_uint)]),
+    "xpumlDeviceGetPowerUsage": (c_int, [_DEV, POINTER(c_uint)]),
+    "xpumlDeviceGetState": (c_int, [_DEV, POINTER(c_int)]),
+    "xpumlDeviceGetHostVxpuMode": (c_int, [_DEV, POINTER(c_int)]),
+    "xpumlDeviceSetSriovVfNum": (c_int, [_DEV, c_int]),
+}
 
-    def __init__(self, function: str, code: int) -> None:
-        self.function, self.code = function, code
-        super().__init__(f"{function} returned {RETURN_CODES.get(code, 'code')} ({code})")
+
+def is_sriov_pf_model(model_id: int) -> bool:
+    return model_id >= SRIOV_MODEL_BASE and (model_id - SRIOV_MODEL_BASE) % 4 == 0
 
 
-class NotSupported(XpumlError):
-    """The library lacks the function, or says the device does not support it."""
-
-    def __init__(self, function: str, code: int = NOT_SUPPORTED) -> None:
-        super().__init__(function, code)
+def is_sriov_vf_model(model_id: int) -> bool:
+    return model_id >= SRIOV_MODEL_BASE and (model_id - SRIOV_MODEL_BASE) % 4 != 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,118 +112,97 @@ class Handle:
 class Xpuml:
     """The loaded library; methods mirror the XPUML functions the backend uses."""
 
-    def __init__(self, library: _native.NativeLibrary, *, timeout_seconds: float,
-                 book: _devicebook.DeviceBook) -> None:
-        self.library = library
-        self.book = book
-        self._caller = _calls.BoundedCaller(timeout_seconds, name="xpuml-call")
+    def __init__(self, calls: _vendorlib.VendorCalls) -> None:
+        self.calls = calls
+        self.library = calls.library
 
     @classmethod
     def load(cls, library_path: str | None, *, timeout_seconds: float, book: _devicebook.DeviceBook) -> Xpuml:
         """Loads the library (configured path first, else the usual names); raises BackendUnavailable."""
-        candidates = _native.candidates(library_path, DEFAULT_LIBRARIES)
-        library = _native.NativeLibrary.load(candidates, vendor="Kunlunxin XPUML")
-        return cls(library, timeout_seconds=timeout_seconds, book=book)
+        library = _vendorlib.NativeLibrary.load(_vendorlib.candidates(library_path, DEFAULT_LIBRARIES),
+                                                vendor="Kunlunxin XPUML")
+        return cls(_vendorlib.VendorCalls(library, SIGNATURES, vendor="kunlun", timeout_seconds=timeout_seconds,
+                                          book=book, code_names=RETURN_CODES, unsupported_codes=UNSUPPORTED_CODES,
+                                          describe_key=str))
 
-    def _call(self, function: str, argtypes: Sequence[Any], *args: Any, index: int | None = None) -> None:
-        """The one path into the library; raises NotSupported, XpumlError or DeviceQueryError (timeout).
-
-        A call about device ``index`` that times out marks that device Unhealthy (in the book) until the
-        same call returns in time again.
-        """
-        fn = self.library.function(function, ctypes.c_int, argtypes)
-        if fn is None:
-            raise NotSupported(function, FUNCTION_NOT_FOUND)
-        what = function if index is None else f"{function}({index})"
-        try:
-            code = self._caller(fn, *args, what=what)
-        except errors.DeviceQueryError as err:  # BoundedCaller raises this only on a timeout
-            logger.warning("%s", err)
-            if index is not None:
-                self.book.call_timed_out(index, function, str(err))
-            raise
-        if index is not None:
-            self.book.call_returned(index, function)
-        if code == NOT_SUPPORTED:
-            raise NotSupported(function)
-        if code != 0:
-            logger.debug("%s returned %s (%d)", what, RETURN_CODES.get(code, "?"), code)
-            raise XpumlError(function, code)
-
-    def _device_call(self, function: str, handle: Handle, ctype: Any, *extra: Any) -> Any:
+    def _out(self, function: str, handle: Handle, ctype: Any, *extra: Any) -> Any:
         """Calls ``function(handle, *extra, &out)`` and returns ``out`` (a ``ctype`` instance)."""
         out = ctype()
-        argtypes = [ctypes.c_void_p] + [type(value) for value in extra] + [ctypes.POINTER(ctype)]
-        self._call(function, argtypes, handle.pointer, *extra, ctypes.byref(out), index=handle.index)
+        self.calls.status(function, handle.pointer, *extra, byref(out), key=handle.index)
         return out
 
-    def _device_text(self, function: str, handle: Handle) -> str:
+    def _text(self, function: str, handle: Handle) -> str:
         buffer = ctypes.create_string_buffer(_BUFFER)
-        self._call(function, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint], handle.pointer, buffer, _BUFFER,
-                   index=handle.index)
+        self.calls.status(function, handle.pointer, buffer, _BUFFER, key=handle.index)
         return buffer.value.decode(errors="replace").strip()
 
     # -- system ----------------------------------------------------------------------------------
 
     def init(self) -> None:
-        self._call("xpumlInit", [])
+        self.calls.status("xpumlInit")
 
     def shutdown(self) -> None:
         try:
-            self._call("xpumlShutdown", [])
+            self.calls.status("xpumlShutdown")
         finally:
             self.release()
 
     def release(self) -> None:
         """Stops the call worker without calling into the library (after a failed init)."""
-        self._caller.close()
+        self.calls.close()
 
     def driver_version(self) -> str:
         buffer = ctypes.create_string_buffer(_BUFFER)
-        self._call("xpumlSystemGetDriverVersion", [ctypes.c_char_p, ctypes.c_uint], buffer, _BUFFER)
+        self.calls.status("xpumlSystemGetDriverVersion", buffer, _BUFFER)
         return buffer.value.decode(errors="replace").strip()
 
     def device_count(self) -> int:
-        count = ctypes.c_uint()
-        self._call("xpumlDeviceGetCount", [ctypes.POINTER(ctypes.c_uint)], ctypes.byref(count))
+        count = c_uint()
+        self.calls.status("xpumlDeviceGetCount", byref(count))
         return count.value
 
     def handle(self, index: int) -> Handle:
-        pointer = ctypes.c_void_p()
-        self._call("xpumlDeviceGetHandleByIndex", [ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)], index,
-                   ctypes.byref(pointer), index=index)
+        pointer = c_void_p()
+        self.calls.status("xpumlDeviceGetHandleByIndex", index, byref(pointer), key=index)
         if not pointer.value:
-            raise XpumlError("xpumlDeviceGetHandleByIndex", 999)
+            raise _vendorlib.VendorCallError("xpumlDeviceGetHandleByIndex", None, "returned no handle")
         return Handle(index, pointer.value)
 
     # -- one device ------------------------------------------------------------------------------
 
     def serial(self, handle: Handle) -> str:
-        return self._device_text("xpumlDeviceGetSerial", handle)
+        return self._text("xpumlDeviceGetSerial", handle)
 
     def name(self, handle: Handle) -> str:
-        return self._device_text("xpumlDeviceGetName", handle)
+        return self._text("xpumlDeviceGetName", handle)
 
     def minor_number(self, handle: Handle) -> int:
-        return self._device_call("xpumlDeviceGetMinorNumber", handle, ctypes.c_uint).value
+        return int(self._out("xpumlDeviceGetMinorNumber", handle, c_uint).value)
 
     def pci_bus_id(self, handle: Handle) -> str:
-        return self._device_call("xpumlDeviceGetPciInfo", handle, PciInfo).busId.decode(errors="replace")
+        return str(self._out("xpumlDeviceGetPciInfo", handle, PciInfo).busId.decode(errors="replace"))
 
     def memory(self, handle: Handle) -> Memory:
-        return self._device_call("xpumlDeviceGetMemoryInfo", handle, Memory)
+        return self._out("xpumlDeviceGetMemoryInfo", handle, Memory)  # type: ignore[no-any-return]
 
     def attributes(self, handle: Handle) -> Attributes:
-        return self._device_call("xpumlDeviceGetAttributes", handle, Attributes)
+        return self._out("xpumlDeviceGetAttributes", handle, Attributes)  # type: ignore[no-any-return]
 
     def utilization(self, handle: Handle) -> Utilization:
-        return self._device_call("xpumlDeviceGetUtilizationRates", handle, Utilization)
+        return self._out("xpumlDeviceGetUtilizationRates", handle, Utilization)  # type: ignore[no-any-return]
 
     def temperature(self, handle: Handle) -> int:
-        return self._device_call("xpumlDeviceGetTemperature", handle, ctypes.c_uint, ctypes.c_int(0)).value
+        return int(self._out("xpumlDeviceGetTemperature", handle, c_uint, 0).value)
 
-    def power_milliwatts(self, handle: Handle) -> int:
-        return self._device_call("xpumlDeviceGetPowerUsage", handle, ctypes.c_uint).value
+    def power_usage(self, handle: Handle) -> int:
+        """The raw xpumlDeviceGetPowerUsage value; its unit is unverified (backend.POWER_UNIT_WATTS)."""
+        return int(self._out("xpumlDeviceGetPowerUsage", handle, c_uint).value)
 
     def state(self, handle: Handle) -> int:
-        return self._device_call("xpumlDeviceGetState", handle, ctypes.c_int).value
+        return int(self._out("xpumlDeviceGetState", handle, c_int).value)
+
+    def host_vxpu_mode(self, handle: Handle) -> int:
+        return int(self._out("xpumlDeviceGetHostVxpuMode", handle, c_int).value)
+
+    def set_sriov_vf_num(self, handle: Handle, count: int) -> None:
+        self.calls.status("xpumlDeviceSetSriovVfNum", handle.pointer, count, key=handle.index)

@@ -3,7 +3,9 @@
 Devices come from the PCI bus (sysfs, vendor 0x23e2 device 0x0100, STCP920) and ``/dev/stc<N>``;
 STCML (``libstcml.so``) adds names, UUIDs, board status, temperature and power where it is installed,
 and ``stc-smi`` adds utilization and memory. Without STCML the devices are still served, with health
-from their device nodes and metrics from stc-smi alone.
+from their device nodes and metrics from stc-smi alone. No public STCML header exists (the vendor's page
+is titled "C++ API"), so ``open`` logs which path it took and why, and ``library_info`` says so for
+``krakenplug devices`` and the exporter's build info.
 
 * ID: the PCI bus ID, so it does not change when STCML is installed or removed (``stc<N>`` when sysfs
   shows no NPU and STCML lists it by index).
@@ -28,7 +30,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _sriov, _sysfs, base
+from krakenplug.backends import _devicebook, _sriov, _sysfs, _vendorlib, base
 from krakenplug.backends.streamcomputing import smi, stcml
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class StreamComputingBackend:
         self._lib: stcml.Stcml | None = None
         self._opened = False
         self._handles: dict[str, int] = {}
+        self._path = base.LibraryInfo(library=None, api="none", path="sysfs+stc-smi", reason="not opened")
         self._smi = smi.SmiPoller(options.smi_path, interval_seconds=options.smi_interval_seconds,
                                   timeout_seconds=options.smi_timeout_seconds)
 
@@ -75,6 +78,8 @@ class StreamComputingBackend:
             if self._opened:
                 return
             self._lib = self._load_library()
+            logger.info("streamcomputing: data path %s%s: %s", self._path.path,
+                        f" ({self._path.library})" if self._path.library else "", self._path.reason)
             if self._lib is None and not self._pci_npus() and not self._dev_indexes():
                 raise errors.BackendUnavailable(
                     f"no StreamComputing NPU found: no STCML library, no PCI device {VENDOR_ID:04x}:0100 under "
@@ -88,7 +93,15 @@ class StreamComputingBackend:
             lib = stcml.Stcml.load(self._options.library_path, timeout_seconds=self._options.call_timeout_seconds,
                                    book=self._book)
         except errors.BackendUnavailable as err:
-            logger.info("%s; serving NPUs from sysfs and /dev, metrics from stc-smi only", err)
+            self._path = base.LibraryInfo(None, "none", "sysfs+stc-smi",
+                                          f"{err}; serving NPUs from sysfs and /dev, metrics from stc-smi only")
+            return None
+        if not lib.calls.supports("stcmlInit"):
+            lib.release()
+            self._path = base.LibraryInfo(lib.library.path, "none", "sysfs+stc-smi",
+                                          f"{lib.library.path} exports no stcmlInit (a C++ build without "
+                                          f"extern \"C\" exports mangled names); serving NPUs from sysfs and /dev, "
+                                          f"metrics from stc-smi only")
             return None
         try:
             lib.init()
@@ -96,7 +109,14 @@ class StreamComputingBackend:
             lib.release()
             raise errors.BackendUnavailable(f"{err} (library {lib.library.path}); check that the stc driver is "
                                             f"loaded (lsmod | grep stc) and /dev/stc* exist") from err
+        lookup = "bus-ID lookup" if lib.supports_bus_id_lookup() else "index order (no bus-ID lookup exported)"
+        self._path = base.LibraryInfo(lib.library.path, "stcml", "stcml+sysfs+stc-smi",
+                                      f"stcmlInit succeeded; NPUs matched to STCML by {lookup}; utilization "
+                                      f"and memory from stc-smi (STCML has no getter for them)")
         return lib
+
+    def library_info(self) -> base.LibraryInfo:
+        return self._path
 
     def close(self) -> None:
         self._smi.stop()
@@ -164,10 +184,6 @@ class StreamComputingBackend:
                 pass
         table = self._smi.latest()
         return table.driver_version if table else None
-
-    def watch_health(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        _devicebook.poll_health(stop, changed, self.devices,
-                                interval_seconds=self._options.health_poll_interval_seconds)
 
     # -- enumeration -----------------------------------------------------------------------------
 
@@ -278,7 +294,7 @@ class StreamComputingBackend:
         problem = None
         try:
             status = lib.board_status(handle, key=key)
-        except stcml.NotSupported:
+        except _vendorlib.NotSupported:
             status = stcml.BOARD_ON
         except errors.DeviceQueryError as err:
             status, problem = None, str(err)
@@ -307,10 +323,7 @@ class StreamComputingBackend:
 
 
 def _optional(query: Callable[[], object]) -> object:
-    try:
-        return query()
-    except stcml.NotSupported:
-        return None
+    return _vendorlib.unsupported_as_none(query)
 
 
 def _pci_id(directory: str, attribute: str) -> int | None:

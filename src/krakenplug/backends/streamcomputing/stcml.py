@@ -2,20 +2,22 @@
 
 Signatures come from the vendor's STCML API page. ``stcDevice_t`` is opaque and handed around as a
 pointer. The page spells the bus-ID lookup ``stcmlDevcieGetHandleByPciBusId`` in its definition and
-``stcmlDeviceGetHandleByPciBusId`` in its heading, so both names are tried. Every call goes through
-``Stcml._call``: bounded by a timeout, negative return codes mapped to their names, and a symbol the
-library lacks reported as NotSupported.
+``stcmlDeviceGetHandleByPciBusId`` in its heading, so both names are tried. Every call goes through the
+shared choke point (``_vendorlib.VendorCalls``): bounded by a timeout, negative return codes mapped to
+their names, and a symbol the library lacks reported as NotSupported. The page is titled "C++ API": a
+library built without ``extern "C"`` exports mangled names, which these plain-name lookups do not find
+(then ``stcmlInit`` is missing and the backend serves from sysfs and stc-smi, saying why).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
+from ctypes import POINTER, byref, c_char_p, c_float, c_int, c_uint, c_void_p
 from typing import Any
 
-from krakenplug import errors
-from krakenplug.backends import _calls, _devicebook, _native
+from krakenplug.backends import _devicebook, _vendorlib
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ RETURN_CODES = {
     -7: "TIMEOUT", -8: "OVERFLOW", -9: "PIPE", -10: "INTERRUPTED", -11: "NO_MEM", -12: "NOT_SUPPORTED",
     -13: "INVALID_FILE", -99: "OTHER",
 }
-NOT_SUPPORTED = -12
+UNSUPPORTED_CODES = (-12,)
 BY_BUS_ID_NAMES = ("stcmlDeviceGetHandleByPciBusId", "stcmlDevcieGetHandleByPciBusId")
 BOARD_ON = 0
 
@@ -40,122 +42,101 @@ class TemperatureInfo(ctypes.Structure):
                                                     "backValue")]
 
 
-class StcmlError(errors.DeviceQueryError):
-    def __init__(self, function: str, code: int) -> None:
-        self.function, self.code = function, code
-        super().__init__(f"{function} returned {RETURN_CODES.get(code, 'code')} ({code})")
-
-
-class NotSupported(StcmlError):
-    def __init__(self, function: str, code: int = NOT_SUPPORTED) -> None:
-        super().__init__(function, code)
-
-    def __str__(self) -> str:
-        return f"{self.function} is not supported"
+_DEV = c_void_p  # stcDevice_t *, opaque
+_TEXT = [_DEV, c_char_p, c_uint]
+SIGNATURES: dict[str, _vendorlib.Signature] = {
+    "stcmlInit": (c_int, []),
+    "stcmlShutdown": (c_int, []),
+    "stcmlSystemGetDriverVersion": (c_int, [c_char_p, c_uint]),
+    "stcmlDeviceGetCount": (c_int, [POINTER(c_uint)]),
+    "stcmlDeviceGetHandleByIndex": (c_int, [c_uint, POINTER(c_void_p)]),
+    **{name: (c_int, [c_char_p, POINTER(c_void_p)]) for name in BY_BUS_ID_NAMES},
+    "stcmlDeviceGetIndex": (c_int, [_DEV, POINTER(c_uint)]),
+    "stcmlDeviceGetName": (c_int, _TEXT),
+    "stcmlDeviceGetUuid": (c_int, _TEXT),
+    "stcmlDeviceGetSerial": (c_int, _TEXT),
+    "stcmlDeviceGetPower": (c_int, [_DEV, POINTER(c_float)]),
+    "stcmlDeviceGetTemperatureInfo": (c_int, [_DEV, POINTER(TemperatureInfo)]),
+    "stcmlDeviceGetBoardStatus": (c_int, [_DEV, POINTER(c_uint)]),
+}
 
 
 class Stcml:
     """The loaded library; ``key`` arguments name the device a call is about (for the device book)."""
 
-    def __init__(self, library: _native.NativeLibrary, *, timeout_seconds: float,
-                 book: _devicebook.DeviceBook) -> None:
-        self.library = library
-        self.book = book
-        self._caller = _calls.BoundedCaller(timeout_seconds, name="stcml-call")
+    def __init__(self, calls: _vendorlib.VendorCalls) -> None:
+        self.calls = calls
+        self.library = calls.library
 
     @classmethod
     def load(cls, library_path: str | None, *, timeout_seconds: float, book: _devicebook.DeviceBook) -> Stcml:
-        candidates = _native.candidates(library_path, DEFAULT_LIBRARIES)
-        library = _native.NativeLibrary.load(candidates, vendor="StreamComputing STCML")
-        return cls(library, timeout_seconds=timeout_seconds, book=book)
-
-    def _call(self, function: str, argtypes: Sequence[Any], *args: Any, key: Hashable | None = None) -> None:
-        """The one path into the library; raises NotSupported, StcmlError or DeviceQueryError (timeout)."""
-        fn = self.library.function(function, ctypes.c_int, argtypes)
-        if fn is None:
-            raise NotSupported(function)
-        what = function if key is None else f"{function}({key})"
-        try:
-            code = self._caller(fn, *args, what=what)
-        except errors.DeviceQueryError as err:  # only on a timeout
-            logger.warning("%s", err)
-            if key is not None:
-                self.book.call_timed_out(key, function, str(err))
-            raise
-        if key is not None:
-            self.book.call_returned(key, function)
-        if code == NOT_SUPPORTED:
-            raise NotSupported(function)
-        if code != 0:
-            logger.debug("%s returned %s (%d)", what, RETURN_CODES.get(code, "?"), code)
-            raise StcmlError(function, code)
+        library = _vendorlib.NativeLibrary.load(_vendorlib.candidates(library_path, DEFAULT_LIBRARIES),
+                                                vendor="StreamComputing STCML")
+        return cls(_vendorlib.VendorCalls(library, SIGNATURES, vendor="streamcomputing",
+                                          timeout_seconds=timeout_seconds, book=book, code_names=RETURN_CODES,
+                                          unsupported_codes=UNSUPPORTED_CODES, describe_key=str))
 
     def _out(self, function: str, handle: int, ctype: Any, *, key: Hashable) -> Any:
         out = ctype()
-        self._call(function, [ctypes.c_void_p, ctypes.POINTER(ctype)], handle, ctypes.byref(out), key=key)
+        self.calls.status(function, handle, byref(out), key=key)
         return out
 
     def _text(self, function: str, handle: int | None = None, *, key: Hashable | None = None) -> str:
         buffer = ctypes.create_string_buffer(_BUFFER)
         if handle is None:
-            self._call(function, [ctypes.c_char_p, ctypes.c_uint], buffer, _BUFFER)
+            self.calls.status(function, buffer, _BUFFER)
         else:
-            self._call(function, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint], handle, buffer, _BUFFER, key=key)
+            self.calls.status(function, handle, buffer, _BUFFER, key=key)
         return buffer.value.decode(errors="replace").strip()
 
     # -- system ----------------------------------------------------------------------------------
 
     def init(self) -> None:
-        self._call("stcmlInit", [])
+        self.calls.status("stcmlInit")
 
     def shutdown(self) -> None:
         try:
-            self._call("stcmlShutdown", [])
+            self.calls.status("stcmlShutdown")
         finally:
             self.release()
 
     def release(self) -> None:
         """Stops the call worker without calling into the library (after a failed init)."""
-        self._caller.close()
+        self.calls.close()
 
     def driver_version(self) -> str:
         return self._text("stcmlSystemGetDriverVersion")
 
     def device_count(self) -> int:
-        count = ctypes.c_uint()
-        self._call("stcmlDeviceGetCount", [ctypes.POINTER(ctypes.c_uint)], ctypes.byref(count))
+        count = c_uint()
+        self.calls.status("stcmlDeviceGetCount", byref(count))
         return count.value
 
     def handle_by_index(self, index: int) -> int:
-        pointer = ctypes.c_void_p()
-        self._call("stcmlDeviceGetHandleByIndex", [ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)], index,
-                   ctypes.byref(pointer), key=index)
+        pointer = c_void_p()
+        self.calls.status("stcmlDeviceGetHandleByIndex", index, byref(pointer), key=index)
         return self._checked(pointer, "stcmlDeviceGetHandleByIndex")
 
     def supports_bus_id_lookup(self) -> bool:
-        return any(self._function_exists(name) for name in BY_BUS_ID_NAMES)
+        return any(self.calls.supports(name) for name in BY_BUS_ID_NAMES)
 
     def handle_by_bus_id(self, bus_id: str) -> int:
         """The handle of the NPU at ``bus_id`` (``dddd:bb:dd.f``), under whichever spelling is exported."""
-        name = next((name for name in BY_BUS_ID_NAMES if self._function_exists(name)), BY_BUS_ID_NAMES[0])
-        pointer = ctypes.c_void_p()
-        self._call(name, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)], bus_id.encode(), ctypes.byref(pointer),
-                   key=bus_id)
+        name = next((name for name in BY_BUS_ID_NAMES if self.calls.supports(name)), BY_BUS_ID_NAMES[0])
+        pointer = c_void_p()
+        self.calls.status(name, bus_id.encode(), byref(pointer), key=bus_id)
         return self._checked(pointer, name)
 
-    def _function_exists(self, name: str) -> bool:
-        return self.library.function(name, ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)]) is not None
-
     @staticmethod
-    def _checked(pointer: ctypes.c_void_p, function: str) -> int:
+    def _checked(pointer: c_void_p, function: str) -> int:
         if not pointer.value:
-            raise StcmlError(function, -99)
+            raise _vendorlib.VendorCallError(function, None, "returned no handle")
         return pointer.value
 
     # -- one device ------------------------------------------------------------------------------
 
     def index(self, handle: int, *, key: Hashable) -> int:
-        return self._out("stcmlDeviceGetIndex", handle, ctypes.c_uint, key=key).value
+        return int(self._out("stcmlDeviceGetIndex", handle, c_uint, key=key).value)
 
     def name(self, handle: int, *, key: Hashable) -> str:
         return self._text("stcmlDeviceGetName", handle, key=key)
@@ -167,10 +148,10 @@ class Stcml:
         return self._text("stcmlDeviceGetSerial", handle, key=key)
 
     def power_watts(self, handle: int, *, key: Hashable) -> float:
-        return self._out("stcmlDeviceGetPower", handle, ctypes.c_float, key=key).value
+        return float(self._out("stcmlDeviceGetPower", handle, c_float, key=key).value)
 
     def temperature(self, handle: int, *, key: Hashable) -> TemperatureInfo:
-        return self._out("stcmlDeviceGetTemperatureInfo", handle, TemperatureInfo, key=key)
+        return self._out("stcmlDeviceGetTemperatureInfo", handle, TemperatureInfo, key=key)  # type: ignore[no-any-return]
 
     def board_status(self, handle: int, *, key: Hashable) -> int:
-        return self._out("stcmlDeviceGetBoardStatus", handle, ctypes.c_uint, key=key).value
+        return int(self._out("stcmlDeviceGetBoardStatus", handle, c_uint, key=key).value)

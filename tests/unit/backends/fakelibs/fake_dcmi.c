@@ -6,7 +6,10 @@
  *   per_card=1                   NPUs per card
  *   dev<i>.phy_id                physical id (default i)
  *   dev<i>.chip_type / .chip_name / .npu_name   (defaults "Ascend", "910B3", "")
- *   dev<i>.hbm_total_mb / .hbm_used_mb          HBM (dcmi_get_device_hbm_info; 0 total: no HBM)
+ *   dev<i>.hbm_total_mb / .hbm_used_mb          HBM (dcmi_get_device_hbm_info), 910-class chips only: on
+ *                                                any other chip (310, 310P) the HBM query fails with
+ *   dev<i>.hbm_error (default -8005 INNER_ERR)   as Huawei's plugin expects (it asks 910 chips only; the
+ *                                                real code for a 310P is not documented)
  *   dev<i>.mem_total_mb / .mem_available_mb     dcmi_get_device_memory_info_v3
  *   dev<i>.util (AI Core %) / .power (0.1 W units) / .temp (C)
  *   dev<i>.health (0 healthy) / .errors (comma-separated hex codes)
@@ -14,6 +17,8 @@
  * Symbols that can be left out with -DOMIT_<symbol> (missing-symbol and fallback tests):
  * dcmi_get_driver_version, dcmi_get_card_list, dcmi_get_device_chip_info_v2, dcmi_get_device_hbm_info,
  * dcmi_get_device_power_info.
+ * Built with -DDCMI_V2_ONLY it is a newer driver's library (A5/950 class): no v1 dcmi_* symbol at all, only
+ * the dcmiv2_* family of dcmi_interface_api_v2.h, where device i is dev_id i (from dcmiv2_get_device_list).
  */
 #define FX_ENV "FAKE_DCMI_FIXTURE"
 #include "fixture.h"
@@ -64,13 +69,13 @@ struct dcmi_pcie_info_all {
     unsigned char reserve[32];
 };
 
-static int per_card(void) {
+static inline int per_card(void) {
     int value = (int)fx_int("per_card", 1);
     return value > 0 ? value : 1;
 }
 
 /* The device index at (card, device), or -1. */
-static int index_at(int card_id, int device_id) {
+static inline int index_at(int card_id, int device_id) {
     if (card_id < 0 || device_id < 0 || device_id >= per_card()) return -1;
     int index = card_id * per_card() + device_id;
     return index < fx_count() ? index : -1;
@@ -84,15 +89,65 @@ static int index_at(int card_id, int device_id) {
         if (fault_) return fault_;                                    \
     }
 
-int dcmi_init(void) { return fx_init_result("dcmi_init"); }
+/* HBM of device i: a 910-class chip has it; another chip fails the query. */
+static inline int fill_hbm(int index, struct dcmi_hbm_info *info) {
+    char name[32];
+    fx_dev_str(index, "chip_name", name, sizeof name, "910B3");
+    if (strncmp(name, "910", 3) != 0) return (int)fx_dev_int(index, "hbm_error", -8005);
+    memset(info, 0, sizeof *info);
+    info->memory_size = (unsigned long long)fx_dev_int(index, "hbm_total_mb", 65536);
+    info->memory_usage = (unsigned long long)fx_dev_int(index, "hbm_used_mb", 0);
+    info->temp = (int)fx_dev_int(index, "hbm_temp", 40);
+    info->freq = 1600;
+    return DCMI_OK;
+}
 
-static int version_text(const char *name, char *out, unsigned length) {
+static inline void fill_chip(int index, unsigned char *type, unsigned char *name, unsigned char *version,
+                             unsigned int *cores) {
+    fx_dev_str(index, "chip_type", (char *)type, 32, "Ascend");
+    fx_dev_str(index, "chip_name", (char *)name, 32, "910B3");
+    fx_dev_str(index, "chip_ver", (char *)version, 32, "V1");
+    *cores = (unsigned)fx_dev_int(index, "aicore_cnt", 20);
+}
+
+static inline int fill_pcie(int index, struct dcmi_pcie_info_all *info) {
+    struct fx_pci address;
+    if (!fx_dev_pci(index, 0xc1 + index, &address)) return ERR_INVALID_PARAMETER;
+    memset(info, 0, sizeof *info);
+    info->venderid = 0x19e5;
+    info->deviceid = 0xd802;
+    info->domain = (int)address.domain;
+    info->bdf_busid = address.bus;
+    info->bdf_deviceid = address.slot;
+    info->bdf_funcid = address.function;
+    return DCMI_OK;
+}
+
+static inline int fill_error_codes(int index, int *error_count, unsigned int *codes, unsigned int list_len) {
+    char value[FX_LINE];
+    fx_dev_str(index, "errors", value, sizeof value, "");
+    int found = 0;
+    for (char *cursor = value; *cursor && (unsigned)found < list_len;) {
+        char *end;
+        unsigned long code = strtoul(cursor, &end, 16);
+        if (end == cursor) break;
+        codes[found++] = (unsigned)code;
+        cursor = *end == ',' ? end + 1 : end;
+    }
+    *error_count = found;
+    return DCMI_OK;
+}
+
+static inline int version_text(const char *name, char *out, unsigned length) {
     int fault = fx_fault(name, -1);
     if (fault) return fault;
     char value[FX_LINE];
     fx_str("driver_version", value, sizeof value, "24.1.rc2");
     return fx_copy_out(out, length, value) ? ERR_INVALID_PARAMETER : DCMI_OK;
 }
+
+#ifndef DCMI_V2_ONLY
+int dcmi_init(void) { return fx_init_result("dcmi_init"); }
 
 #ifndef OMIT_dcmi_get_driver_version
 int dcmi_get_driver_version(char *version, unsigned int length) {
@@ -147,14 +202,6 @@ int dcmi_get_device_phyid_from_logicid(unsigned int logic_id, unsigned int *phy_
     return DCMI_OK;
 }
 
-static void fill_chip(int index, unsigned char *type, unsigned char *name, unsigned char *version,
-                      unsigned int *cores) {
-    fx_dev_str(index, "chip_type", (char *)type, 32, "Ascend");
-    fx_dev_str(index, "chip_name", (char *)name, 32, "910B3");
-    fx_dev_str(index, "chip_ver", (char *)version, 32, "V1");
-    *cores = (unsigned)fx_dev_int(index, "aicore_cnt", 20);
-}
-
 #ifndef OMIT_dcmi_get_device_chip_info_v2
 int dcmi_get_device_chip_info_v2(int card_id, int device_id, struct dcmi_chip_info_v2 *info) {
     DEVICE_CALL("dcmi_get_device_chip_info_v2", card_id, device_id, index);
@@ -175,12 +222,7 @@ int dcmi_get_device_chip_info(int card_id, int device_id, struct dcmi_chip_info 
 #ifndef OMIT_dcmi_get_device_hbm_info
 int dcmi_get_device_hbm_info(int card_id, int device_id, struct dcmi_hbm_info *info) {
     DEVICE_CALL("dcmi_get_device_hbm_info", card_id, device_id, index);
-    memset(info, 0, sizeof *info);
-    info->memory_size = (unsigned long long)fx_dev_int(index, "hbm_total_mb", 65536);
-    info->memory_usage = (unsigned long long)fx_dev_int(index, "hbm_used_mb", 0);
-    info->temp = (int)fx_dev_int(index, "hbm_temp", 40);
-    info->freq = 1600;
-    return DCMI_OK;
+    return fill_hbm(index, info);
 }
 #endif
 
@@ -223,30 +265,90 @@ int dcmi_get_device_health(int card_id, int device_id, unsigned int *health) {
 int dcmi_get_device_errorcode_v2(int card_id, int device_id, int *error_count, unsigned int *codes,
                                  unsigned int list_len) {
     DEVICE_CALL("dcmi_get_device_errorcode_v2", card_id, device_id, index);
-    char value[FX_LINE];
-    fx_dev_str(index, "errors", value, sizeof value, "");
-    int found = 0;
-    for (char *cursor = value; *cursor && (unsigned)found < list_len;) {
-        char *end;
-        unsigned long code = strtoul(cursor, &end, 16);
-        if (end == cursor) break;
-        codes[found++] = (unsigned)code;
-        cursor = *end == ',' ? end + 1 : end;
-    }
-    *error_count = found;
-    return DCMI_OK;
+    return fill_error_codes(index, error_count, codes, list_len);
 }
 
 int dcmi_get_device_pcie_info_v2(int card_id, int device_id, struct dcmi_pcie_info_all *info) {
     DEVICE_CALL("dcmi_get_device_pcie_info_v2", card_id, device_id, index);
-    struct fx_pci address;
-    if (!fx_dev_pci(index, 0xc1 + index, &address)) return ERR_INVALID_PARAMETER;
-    memset(info, 0, sizeof *info);
-    info->venderid = 0x19e5;
-    info->deviceid = 0xd802;
-    info->domain = (int)address.domain;
-    info->bdf_busid = address.bus;
-    info->bdf_deviceid = address.slot;
-    info->bdf_funcid = address.function;
+    return fill_pcie(index, info);
+}
+#endif /* DCMI_V2_ONLY */
+
+#ifdef DCMI_V2_ONLY
+/* dcmiv2: device i is dev_id i. */
+#define V2_CALL(name, dev_id)                                         \
+    if (dev_id < 0 || dev_id >= fx_count()) return ERR_INVALID_DEVICE_ID; \
+    {                                                                 \
+        int fault_ = fx_fault(name, dev_id);                          \
+        if (fault_) return fault_;                                    \
+    }
+
+int dcmiv2_init(void) { return fx_init_result("dcmiv2_init"); }
+
+int dcmiv2_get_dcmi_version(char *version, int length) {
+    return version_text("dcmiv2_get_dcmi_version", version, (unsigned)length);
+}
+
+int dcmiv2_get_device_list(int *device_num, int *device_list, int list_len) {
+    int fault = fx_fault("dcmiv2_get_device_list", -1);
+    if (fault) return fault;
+    if (fx_count() > list_len) return ERR_INVALID_PARAMETER;
+    for (int dev = 0; dev < fx_count(); dev++) device_list[dev] = dev;
+    *device_num = fx_count();
     return DCMI_OK;
 }
+
+int dcmiv2_get_chip_phy_id_by_dev_id(unsigned int dev_id, unsigned int *phy_id) {
+    V2_CALL("dcmiv2_get_chip_phy_id_by_dev_id", (int)dev_id);
+    *phy_id = (unsigned)fx_dev_int((int)dev_id, "phy_id", dev_id);
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_chip_info(int dev_id, struct dcmi_chip_info_v2 *info) {
+    V2_CALL("dcmiv2_get_device_chip_info", dev_id);
+    memset(info, 0, sizeof *info);
+    fill_chip(dev_id, info->chip_type, info->chip_name, info->chip_ver, &info->aicore_cnt);
+    fx_dev_str(dev_id, "npu_name", (char *)info->npu_name, sizeof info->npu_name, "");
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_hbm_info(int dev_id, struct dcmi_hbm_info *info) {
+    V2_CALL("dcmiv2_get_device_hbm_info", dev_id);
+    return fill_hbm(dev_id, info);
+}
+
+int dcmiv2_get_device_utilization_rate(int dev_id, int input_type, unsigned int *rate) {
+    V2_CALL("dcmiv2_get_device_utilization_rate", dev_id);
+    if (input_type != 2) return ERR_NOT_SUPPORT;
+    *rate = (unsigned)fx_dev_int(dev_id, "util", 0);
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_power_info(int dev_id, int *power) {
+    V2_CALL("dcmiv2_get_device_power_info", dev_id);
+    *power = (int)fx_dev_int(dev_id, "power", 700);
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_temperature(int dev_id, int *temperature) {
+    V2_CALL("dcmiv2_get_device_temperature", dev_id);
+    *temperature = (int)fx_dev_int(dev_id, "temp", 45);
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_health(int dev_id, unsigned int *health) {
+    V2_CALL("dcmiv2_get_device_health", dev_id);
+    *health = (unsigned)fx_dev_int(dev_id, "health", 0);
+    return DCMI_OK;
+}
+
+int dcmiv2_get_device_error_code_list(int dev_id, int *error_count, unsigned int *codes, unsigned int list_len) {
+    V2_CALL("dcmiv2_get_device_error_code_list", dev_id);
+    return fill_error_codes(dev_id, error_count, codes, list_len);
+}
+
+int dcmiv2_get_device_pcie_info(int dev_id, struct dcmi_pcie_info_all *info) {
+    V2_CALL("dcmiv2_get_device_pcie_info", dev_id);
+    return fill_pcie(dev_id, info);
+}
+#endif

@@ -12,9 +12,23 @@
  * The bus-ID lookup is exported under the documentation's misspelling stcmlDevcieGetHandleByPciBusId, or
  * with -DSTC_CORRECT_SPELLING as stcmlDeviceGetHandleByPciBusId instead. Symbols that can be left out with
  * -DOMIT_<symbol>: stcmlDevcieGetHandleByPciBusId, stcmlDeviceGetHandleByPciBusId, stcmlDeviceGetPower.
+ * With -DSTC_CXX_NAMES stcmlInit, stcmlShutdown and stcmlDeviceGetCount are exported under Itanium-mangled
+ * names (_Z9stcmlInitv ...), as a C++ build of the library without extern "C" would export them, so the
+ * plain-name lookups fail (the vendor's page is titled "C++ API" and no header is public: either build may
+ * be what ships).
  */
 #define FX_ENV "FAKE_STCML_FIXTURE"
 #include "fixture.h"
+
+#ifdef STC_CXX_NAMES
+/* The mangled names of a C++ build; the plain names are then not exported. */
+#define stcmlInit stcmlInit_cxx
+#define stcmlShutdown stcmlShutdown_cxx
+#define stcmlDeviceGetCount stcmlDeviceGetCount_cxx
+int stcmlInit_cxx(void) __asm__("_Z9stcmlInitv");
+int stcmlShutdown_cxx(void) __asm__("_Z13stcmlShutdownv");
+int stcmlDeviceGetCount_cxx(unsigned *count) __asm__("_Z19stcmlDeviceGetCountPj");
+#endif
 
 typedef int stcmlReturn_t;
 

@@ -10,8 +10,13 @@
  *   dev<i>.util          XPU utilization %                   dev<i>.temp      degrees C
  *   dev<i>.power_mw      power in milliwatts                 dev<i>.state     xpumlDeviceState_t (default 201 RUNNING)
  *   dev<i>.model_id      xpumlDeviceAttributes_t.modelId     dev<i>.memory_mb attributes globalMemorySizeMB
+ *                        (a PF with VFs on has its *_SRIOV_PF id: 200, 204, 208 ...)
+ *   dev<i>.vxpu_mode     xpumlDeviceGetHostVxpuMode: 0 NON_SRIOV (default), 1 SRIOV_OFF, 2 SRIOV_ON
+ * xpumlDeviceSetSriovVfNum(dev, n) answers like the vendor's xpu_smi -V: n above attributes.maxVFCount (3) is
+ * INVALID_ARGUMENT; otherwise it appends "dev<i>.vf_num=<n>" to the fixture file (the test plays the driver
+ * and re-lists the devices, re-numbered, as the real one does) and returns SUCCESS.
  * Symbols that can be left out with -DOMIT_<symbol>: xpumlDeviceGetName, xpumlDeviceGetMinorNumber,
- * xpumlDeviceGetPowerUsage.
+ * xpumlDeviceGetPowerUsage, xpumlDeviceGetHostVxpuMode, xpumlDeviceSetSriovVfNum.
  */
 #define FX_ENV "FAKE_XPUML_FIXTURE"
 #include "fixture.h"
@@ -224,3 +229,26 @@ xpumlReturn_t xpumlDeviceGetAttributes(xpumlDevice_t device, xpumlDeviceAttribut
     attributes->globalMemorySizeMB = (unsigned long long)fx_dev_int(device->index, "memory_mb", 16384);
     return XPUML_SUCCESS;
 }
+
+#ifndef OMIT_xpumlDeviceGetHostVxpuMode
+xpumlReturn_t xpumlDeviceGetHostVxpuMode(xpumlDevice_t device, int *mode) {
+    int code = enter("xpumlDeviceGetHostVxpuMode", device, mode);
+    if (code != 0) return code;
+    *mode = (int)fx_dev_int(device->index, "vxpu_mode", 0);
+    return XPUML_SUCCESS;
+}
+#endif
+
+#ifndef OMIT_xpumlDeviceSetSriovVfNum
+xpumlReturn_t xpumlDeviceSetSriovVfNum(xpumlDevice_t device, int count) {
+    int code = enter("xpumlDeviceSetSriovVfNum", device, &count);
+    if (code != 0) return code;
+    if (count < 0 || count > 3) return XPUML_ERROR_INVALID_ARGUMENT;
+    const char *path = getenv(FX_ENV);
+    FILE *file = path ? fopen(path, "a") : NULL;
+    if (file == NULL) return XPUML_ERROR_UNKNOWN;
+    fprintf(file, "dev%d.vf_num=%d\n", device->index, count);
+    fclose(file);
+    return XPUML_SUCCESS;
+}
+#endif
