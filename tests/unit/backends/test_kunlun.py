@@ -7,13 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakecluster import PodResourcesStandIn
 from fakelib import (
     XPUML,
     FakeHost,
     FakeKernel,
     Fixture,
-    Watch,
     devices_by_id,
     devices_json,
     expect_bounded_hang,
@@ -30,6 +28,7 @@ from fakelib import (
 from krakenplug import cli, errors
 from krakenplug.backends import base, create
 from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions, xpuml
+from krakenplug.hub import DeviceHub
 
 GIB = 1 << 30
 BUS0, BUS1 = "0000:3b:00.0", "0000:86:00.0"
@@ -218,14 +217,13 @@ def test_through_open_backend_init_failure_degrades_to_zero_devices_or_raises(
     expect_init_error_handled("kunlun", options, fail_on_init_error=True)
 
 
-def test_watch_health_reports_changes_in_both_directions(xpuml_library: Path, fixture: Fixture,
-                                                         host: FakeHost) -> None:
-    backend = make_backend(xpuml_library, host, health_poll_interval_seconds=0.05)
-    with opened(backend), Watch(backend) as watch:
-        fixture.update({"dev0.state": 207})
-        watch.expect_change(lambda: not devices_by_id(backend)["K200SN0001"].healthy)
-        fixture.update({"dev0.state": 201})
-        watch.expect_change(lambda: devices_by_id(backend)["K200SN0001"].healthy)
+def test_the_hub_sees_state_changes_in_both_directions(backend: KunlunBackend, fixture: Fixture) -> None:
+    hub = DeviceHub(backend)
+    hub.refresh()
+    fixture.update({"dev0.state": 207})
+    assert not hub.refresh().by_id["K200SN0001"].healthy
+    fixture.update({"dev0.state": 201})
+    assert hub.refresh().by_id["K200SN0001"].healthy
 
 
 def test_close_is_idempotent_and_a_closed_backend_says_so(backend: KunlunBackend) -> None:
@@ -251,22 +249,17 @@ def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
 
 
 def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost,
-                                                short_tmp: Path) -> None:
+                                                ) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     make_dev_tree(host.dev, ["xpu4", "xpu5"])
     fixture.update({"count": 1})
     kernel = FakeKernel(host.sysfs,
                         on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
-    pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
-    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel, sriov_num_vfs=2,
-                           pod_resources_socket=str(pod_resources.socket_path))
-    try:
-        backend.open()
+    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel)
+    with opened(backend):
+        backend.set_vf_count(BUS0, 2)
         devices = backend.devices()
         allocation = backend.allocate(devices[1:])
-    finally:
-        backend.close()
-        pod_resources.stop()
 
     assert kernel.writes == [(BUS0, "2")]
     assert [(d.id, d.model, d.numa_node, d.device_nodes[0].container_path) for d in devices] == [
@@ -274,24 +267,6 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, 
     assert all(d.uuid is None for d in devices)  # the VFs share the card's serial: it is no UUID of theirs
     assert allocation.envs == {"XPU_VISIBLE_DEVICES": "2"}
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
-
-
-def test_an_allocated_pf_is_not_split(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost,
-                                      short_tmp: Path) -> None:
-    make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
-    kernel = FakeKernel(host.sysfs)
-    pod_resources = PodResourcesStandIn(short_tmp / "pr.sock").start()
-    pod_resources.allocations[("trainer", "baidu.com/xpu")] = ["K200SN0001"]
-    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel, sriov_num_vfs=2,
-                           pod_resources_socket=str(pod_resources.socket_path))
-    try:
-        backend.open()
-        ids = [d.id for d in backend.devices()]
-    finally:
-        backend.close()
-        pod_resources.stop()
-
-    assert kernel.writes == [] and ids == ["K200SN0001", "K200SN0002"]
 
 
 def test_set_vf_count_uses_the_library_call_where_exported(xpuml_library: Path, fixture: Fixture, host: FakeHost,
