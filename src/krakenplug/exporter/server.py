@@ -166,6 +166,9 @@ class _Server(ThreadingWSGIServer):
         peer = _peer(client_address)
         if tracked is not None and tracked.dropped:
             logger.debug("exporter: client %s ended after being dropped: %s", peer, err)
+        elif isinstance(err, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+            # The client left by itself (a TCP port check, a closed browser tab): nothing to report.
+            logger.debug("exporter: client %s went away: %s", peer, err)
         elif isinstance(err, OSError):
             logger.warning("exporter: dropped client %s: %s", peer, _describe(err))
         else:

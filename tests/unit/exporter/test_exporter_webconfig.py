@@ -1,0 +1,252 @@
+"""TLS and basic auth from an exporter-toolkit web config, through exporter.run() on a real socket.
+
+Certificates are made per test session with ``cryptography`` (a CA, a server certificate for 127.0.0.1
+and a client certificate); passwords are real bcrypt hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from exporter_helpers import write_devices
+
+from krakenplug import errors, exporter, settings
+from krakenplug.backends.fake import FakeBackend, FakeOptions
+from krakenplug.exporter import webconfig
+from krakenplug.hub import DeviceHub
+
+PASSWORD = "s3cret scrape"
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _certificate(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool = False, ip: str | None = None):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer_name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ip:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
+                                        critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, cert, key) -> None:
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        path.with_suffix(".key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """ca.crt, server.crt/key (127.0.0.1), client.crt/key signed by the CA, and stranger.crt/key (self-signed)."""
+    base = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("test CA", ca_key, _name("test CA"), ca_key, ca=True)
+    _write(base / "ca", ca, None)
+    for name, signer in (("server", (ca.subject, ca_key)), ("client", (ca.subject, ca_key)), ("stranger", None)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer_name, issuer_key = signer if signer else (_name(name), key)
+        _write(base / name, _certificate(name, key, issuer_name, issuer_key, ip="127.0.0.1"), key)
+    return base
+
+
+def _web_config(directory: Path, **sections) -> Path:
+    path = directory / "web-config.yml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+@pytest.fixture
+def run_with(tmp_path, short_tmp, free_port, clean_env):
+    """run_with(web_config_path) starts exporter.run(); yields the port."""
+    backend = FakeBackend(FakeOptions(devices_file=write_devices(tmp_path / "devices.yaml")))
+    backend.open()
+    hub = DeviceHub(backend)
+    hub.refresh()
+    stop = threading.Event()
+    threads = []
+
+    def start(web_config: Path) -> int:
+        config = settings.load(overrides={"node_name": "node-tls", "exporter": {
+            "address": f"127.0.0.1:{free_port}", "pod_resources_socket": str(short_tmp / "none.sock"),
+            "web_config_file": str(web_config)}})
+        threads.append(threading.Thread(target=exporter.run, args=(config, hub, stop)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", free_port)) == 0:
+                    return free_port
+            time.sleep(0.02)
+        raise AssertionError("the exporter did not listen")
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive()
+
+
+def _client_context(pki: Path, *, cert: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        context.load_cert_chain(pki / f"{cert}.crt", pki / f"{cert}.key")
+    return context
+
+
+def _get(port: int, path: str = "/metrics", *, context: ssl.SSLContext | None = None,
+         auth: tuple[str, str] | None = None) -> tuple[int, dict, bytes]:
+    if context is None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    else:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    try:
+        connection.request("GET", path, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, dict(answer.getheaders()), answer.read()
+    finally:
+        connection.close()
+
+
+def _hash(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def test_tls_serves_metrics_and_plain_http_is_dropped_in_one_line(pki, run_with, tmp_path, caplog):
+    port = run_with(_web_config(tmp_path, tls_server_config={
+        "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key")}))
+    status, headers, body = _get(port, context=_client_context(pki))
+    assert status == 200 and b"krakenplug_device_util{" in body
+    with caplog.at_level(logging.INFO, logger="krakenplug.exporter"):
+        with pytest.raises((http.client.HTTPException, OSError)):
+            _get(port)  # plain HTTP to the TLS port
+        assert _get(port, context=_client_context(pki))[0] == 200  # and the server still serves
+    dropped = [r for r in caplog.records if "dropped client" in r.getMessage()]
+    assert len(dropped) == 1 and "TLS handshake failed" in dropped[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_a_silent_client_cannot_hold_the_tls_handshake(pki, run_with, tmp_path):
+    port = run_with(_web_config(tmp_path, tls_server_config={
+        "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key")}))
+    with socket.create_connection(("127.0.0.1", port)):  # connects, never says hello
+        assert _get(port, context=_client_context(pki))[0] == 200
+
+
+def test_client_certificates_are_required_and_verified(pki, run_with, tmp_path):
+    for name in ("server.crt", "server.key", "ca.crt"):
+        (tmp_path / name).write_bytes((pki / name).read_bytes())
+    port = run_with(_web_config(tmp_path, tls_server_config={
+        "cert_file": "server.crt", "key_file": "server.key",  # relative to the config file, as exporter-toolkit
+        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt"}))
+    assert _get(port, context=_client_context(pki, cert="client"))[0] == 200
+    for refused in (None, "stranger"):
+        with pytest.raises((ssl.SSLError, OSError)):
+            _get(port, context=_client_context(pki, cert=refused))
+
+
+def test_basic_auth_guards_everything_but_healthz(run_with, tmp_path):
+    port = run_with(_web_config(tmp_path, basic_auth_users={"prometheus": _hash(PASSWORD)},
+                                http_server_config={"headers": {"X-Frame-Options": "deny"}}))
+    status, headers, _ = _get(port)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+    assert _get(port, auth=("prometheus", "wrong"))[0] == 401
+    assert _get(port, auth=("nobody", PASSWORD))[0] == 401
+    assert _get(port, "/", auth=("nobody", PASSWORD))[0] == 401
+    status, headers, body = _get(port, auth=("prometheus", PASSWORD))
+    assert status == 200 and b"krakenplug_device_util{" in body and headers["X-Frame-Options"] == "deny"
+    assert _get(port, "/healthz")[0] == 200  # the kubelet's probe carries no password
+
+
+def test_a_matching_password_is_checked_with_bcrypt_once():
+    auth = webconfig.BasicAuth({"prometheus": _hash(PASSWORD)})
+    header = "Basic " + base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    assert auth.check(header)
+    calls = []
+    original = bcrypt.checkpw
+    try:
+        bcrypt.checkpw = lambda *args: calls.append(args) or original(*args)
+        assert auth.check(header) and calls == []  # Prometheus sends the same credentials every scrape
+        assert not auth.check("Basic " + base64.b64encode(b"prometheus:wrong").decode()) and len(calls) == 1
+    finally:
+        bcrypt.checkpw = original
+    for malformed in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode()):
+        assert not auth.check(malformed)
+
+
+def test_a_rotated_certificate_is_picked_up_and_a_broken_file_keeps_the_last_good(pki, tmp_path, caplog):
+    for name in ("server.crt", "server.key"):
+        (tmp_path / name).write_bytes((pki / name).read_bytes())
+    path = _web_config(tmp_path, tls_server_config={"cert_file": "server.crt", "key_file": "server.key"})
+    now = [0.0]
+    source = webconfig.WebConfigSource(path, clock=lambda: now[0])
+    first = source.current()
+    assert first.ssl_context is not None and first.auth is None
+    _web_config(tmp_path, tls_server_config={"cert_file": "server.crt", "key_file": "server.key"},
+                basic_auth_users={"prometheus": _hash(PASSWORD)})
+    now[0] += 2
+    assert source.current().auth is not None
+    path.write_text("tls_server_config: [not, a, mapping]\n")
+    now[0] += 2
+    with caplog.at_level(logging.ERROR):
+        kept = source.current()
+        now[0] += 2
+        assert source.current() is kept
+    assert kept.auth is not None
+    assert len([r for r in caplog.records if "keeping the previous web config" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"tls_server_config": {"cert_file": "a.crt", "key_file": "a.key", "client_auth_type": "RequireAnyClientCert"}},
+     "tls_server_config.client_auth_type: Value error, RequireAnyClientCert (a client certificate without "
+     "verification) is not supported"),
+    ({"tls_server_config": {"cert_file": "a.crt", "key_file": "a.key", "client_auth_type": "Sometimes"}},
+     "tls_server_config.client_auth_type: Value error, expected one of NoClientCert"),
+    ({"tls_server_config": {"cert_file": "missing.crt", "key_file": "missing.key"}},
+     "tls_server_config.cert_file"),
+    ({"tls_server_config": {"cert_file": "a.crt", "key_file": "a.key", "cipher_suites": ["TLS_AES_128_GCM_SHA256"]}},
+     "tls_server_config.cipher_suites: Extra inputs are not permitted"),
+    ({"basic_auth_users": {"prometheus": "plaintext"}}, "user 'prometheus': expected a bcrypt hash"),
+    ({"tls_server_config": {"cert_file": "a.crt", "key_file": "a.key", "min_version": "TLS99"}},
+     "tls_server_config.min_version"),
+], ids=["unverified-client-cert", "unknown-client-auth", "missing-cert", "go-only-field", "plain-password",
+        "bad-version"])
+def test_a_bad_web_config_names_the_file_and_field(tmp_path, sections, message):
+    path = _web_config(tmp_path, **sections)
+    with pytest.raises(errors.ConfigError) as raised:
+        webconfig.load(path)
+    assert str(raised.value).startswith(f"exporter.web_config_file {path}: ")
+    assert message in str(raised.value)
+
+
+def test_verify_if_given_needs_a_ca(pki, tmp_path):
+    path = _web_config(tmp_path, tls_server_config={
+        "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"),
+        "client_auth_type": "VerifyClientCertIfGiven"})
+    with pytest.raises(errors.ConfigError, match="client_ca_file is required with client_auth_type "
+                                                 "VerifyClientCertIfGiven"):
+        webconfig.load(path)
