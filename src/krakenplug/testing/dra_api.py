@@ -250,9 +250,7 @@ class ResourceApiServer:
     def _allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int,
                   pick: Callable[[Json], bool], request: str, config: Iterable[Json], uid: str | None,
                   exclude: Iterable[str]) -> Json:
-        busy = set(exclude) | {result["device"] for claim in self._claims.values()
-                               for result in (((claim.get("status") or {}).get("allocation") or {})
-                                              .get("devices") or {}).get("results") or []}
+        busy = set(exclude) | {device for claim in self._claims.values() for device in _allocated(claim)}
         free = [device for device_name, device in sorted(self.devices(driver=driver).items())
                 if device_name not in busy and not device.get("taints") and pick(device)]
         if len(free) < count:
@@ -389,6 +387,14 @@ class ResourceApiServer:
                 pass
 
         return Handler
+
+
+def _allocated(claim: Any) -> list[str]:
+    """Device names a stored claim holds; a malformed claim (tests store those on purpose) holds none."""
+    try:
+        return [result["device"] for result in claim["status"]["allocation"]["devices"]["results"]]
+    except (KeyError, TypeError):
+        return []
 
 
 def _status(code: int, message: str, reason: str | None = None) -> Json:

@@ -1,7 +1,8 @@
 """A kubelet stand-in for DRA drivers: the plugin watcher, the DRA manager's calls and the health stream.
 
 Like the kubelet it watches the registry directory (walking it at start, then noticing new and removed
-sockets), calls ``GetInfo`` on each registration socket, checks type ``DRAPlugin``, the driver name,
+sockets), calls ``GetInfo`` on each registration socket (again on the next poll while it does not answer, as
+the kubelet's reconciler retries), checks type ``DRAPlugin``, the driver name,
 the endpoint and that ``supported_versions`` names a service it speaks (``v1.DRAPlugin`` preferred over
 ``v1beta1.DRAPlugin``), answers ``NotifyRegistrationStatus``, and then opens ``NodeWatchResources`` on
 the endpoint, re-opening it every ``health_retry_seconds`` (the kubelet: 5 s) while it fails. A driver
@@ -148,9 +149,8 @@ class DraKubelet:
         while not self._stop.is_set():
             present = {path: _identity(path) for path in self.registry_dir.glob("*.sock")}
             for path, identity in present.items():
-                if identity is not None and self._seen.get(path) != identity:
-                    self._seen[path] = identity
-                    self._register(path)
+                if identity is not None and self._seen.get(path) != identity and self._register(path):
+                    self._seen[path] = identity  # a socket that did not answer is tried again, as by the reconciler
             for path in [p for p in self._seen if p not in present]:
                 del self._seen[path]
                 with self._cond:
@@ -160,15 +160,15 @@ class DraKubelet:
                     self._cond.notify_all()
             self._stop.wait(_POLL_SECONDS)
 
-    def _register(self, path: Path) -> None:
+    def _register(self, path: Path) -> bool:
         channel = grpc.insecure_channel(f"unix://{path}")
         try:
             stub = reg_grpc.RegistrationStub(channel)
             try:
                 info = stub.GetInfo(reg_pb2.InfoRequest(), timeout=5)
             except grpc.RpcError as err:
-                logger.info("GetInfo on %s failed: %s", path, err)
-                return
+                logger.info("GetInfo on %s failed: %s", path, err.code())
+                return False
             error = self._check(info)
             try:
                 stub.NotifyRegistrationStatus(reg_pb2.RegistrationStatus(plugin_registered=not error, error=error),
@@ -185,6 +185,7 @@ class DraKubelet:
                 self.drivers[info.name] = driver
                 self._spawn(self._health, f"dra-kubelet-health-{info.name}", driver)
             self._cond.notify_all()
+        return True
 
     def _check(self, info: reg_pb2.PluginInfo) -> str:
         if info.type != "DRAPlugin":
