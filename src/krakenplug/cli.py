@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", metavar="HOST:PORT", help="exporter listen address")
     run.add_argument("--replicas", type=int, help="time-slicing replicas per device")
     run.add_argument("--sriov-num-vfs", type=int, help="SR-IOV VFs per device for backends that support it")
+    run.add_argument("--kubeconfig", metavar="FILE",
+                     help="kubeconfig for the API server (discovery, SR-IOV, DRA); default: env KUBECONFIG, "
+                          "else the pod's service account, else ~/.kube/config, as kubectl does")
     for component in COMPONENTS:
         run.add_argument(f"--{component}", dest=component, action=argparse.BooleanOptionalAction, default=None,
                          help=f"enable or disable the {component} component")
@@ -84,7 +87,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
                    "enabled": get("plugin")},
         "exporter": {"address": get("metrics_address"), "pod_resources_socket": get("pod_resources_socket"),
                      "enabled": get("exporter")},
-        "discovery": {"enabled": get("discovery")},
+        "discovery": {"enabled": get("discovery"), "kubeconfig": get("kubeconfig")},
         "backends": {},
     }
     if get("fake_devices"):
@@ -143,6 +146,8 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     if not enabled:
         raise errors.ConfigError("plugin.enabled, exporter.enabled, discovery.enabled: all are false; nothing to run")
     backend = backends.open_backend(config)
+    if isinstance(backend, base.SupportsSriov):  # the backend manages VFs: keep them at the wanted count
+        enabled.append("sriov")
     devices = hub.DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds, name=config.backend)
     devices.start(stop)
     failures: list[str] = []

@@ -59,6 +59,11 @@ class DeviceHub:
         self._threads: list[threading.Thread] = []
         self._log = TransitionLog(logger)
 
+    @property
+    def poll_seconds(self) -> float:
+        """The longest time between two reads of the backend (components retry on the same beat)."""
+        return self._poll_seconds
+
     # -- reading -------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         with self._cond:

@@ -14,6 +14,7 @@ import enum
 import fnmatch
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +35,9 @@ __all__ = [
     "SupportsLibraryInfo",
     "LibraryInfo",
     "SupportsPreferredAllocation",
+    "PhysicalFunction",
+    "SriovOptions",
+    "SupportsSriov",
 ]
 
 
@@ -84,6 +88,9 @@ class Device:
     pci_bus_id: str | None = None
     uuid: str | None = None
     device_nodes: tuple[DeviceNode, ...] = ()
+    # The slice type of a partition of a physical device, as a label-safe name (NVIDIA MIG: "mig-3g.40gb");
+    # None for a whole device. Discovery counts devices per partition.
+    partition: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -99,6 +106,7 @@ class DeviceSample:
     memory_total_mb: float | None = None
     temperature_celsius: float | None = None
     power_watts: float | None = None
+    memory_reserved_mb: float | None = None  # held back by the driver, not in memory_used_mb (NVML v2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,3 +221,55 @@ class LibraryInfo:
 @runtime_checkable
 class SupportsLibraryInfo(Protocol):
     def library_info(self) -> LibraryInfo: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalFunction:
+    """An SR-IOV capable device (PF) and its virtual functions (VFs), by PCI bus ID."""
+
+    bus_id: str
+    total_vfs: int
+    num_vfs: int
+    vf_bus_ids: tuple[str, ...] = ()
+
+
+class SriovOptions(BaseModel):
+    """Options of a backend whose devices are SR-IOV PFs; mixed into its Options class.
+
+    The backend only sets VF counts; the SR-IOV component (:mod:`krakenplug.sriov`) reads these to decide
+    how many, when a change is safe and where to post Events.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sriov_num_vfs: int | None = Field(
+        None, ge=0, description="VFs per device when neither the node label nor the config file sets a count; "
+                                "None leaves the devices as they are.",
+    )
+    sriov_config_file: Path | None = Field(
+        None, description="YAML {defaultNumVfs: N, nodes: {<node>: N}} (the chart's ConfigMap); None: not used.",
+    )
+    sriov_node_label: str | None = Field(None, description="Node label holding the VF count; None: not used.")
+    sriov_watch_label: bool = Field(True, description="Watch the node label and re-apply when it changes.")
+    kubeconfig: str | None = Field(
+        None, description="Kubeconfig for the label and Events; None: discovery.kubeconfig / --kubeconfig, then "
+                          "KUBECONFIG, in-cluster, ~/.kube/config.",
+    )
+    pod_resources_socket: str = Field(
+        "/var/lib/kubelet/pod-resources/kubelet.sock", description="Kubelet PodResources socket: which devices pods hold.",
+    )
+    sriov_vf_wait_seconds: float = Field(10.0, gt=0, description="Bound on waiting for VFs to appear.")
+
+
+@runtime_checkable
+class SupportsSriov(Protocol):
+    """The backend can change how many VFs its PFs have; the SR-IOV component decides how many and when."""
+
+    def sriov_options(self) -> SriovOptions:
+        """Where the wanted count comes from (node label, config file, option) and the related settings."""
+
+    def physical_functions(self) -> Sequence[PhysicalFunction]:
+        """This backend's SR-IOV capable PFs as they are now, sorted by bus ID."""
+
+    def set_vf_count(self, pf_bus_id: str, count: int) -> None:
+        """Gives the PF ``count`` VFs (0 disables them); raises errors.BackendError naming what failed."""
