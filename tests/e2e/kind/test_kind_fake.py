@@ -1,7 +1,7 @@
 """The chart on a real cluster: kind, the fake backend, and the image built from this repository.
 
 Needs a Docker host with ``docker``, ``kind``, ``kubectl`` and helm (``ci/get-helm.sh``); skips with the
-reason otherwise. ``ci/workflows/kind-e2e.yaml`` runs it in GitHub Actions. Knobs (environment):
+reason otherwise. ``.github/workflows/kind-e2e.yaml`` runs it in GitHub Actions. Knobs (environment):
 ``KRAKENPLUG_E2E_IMAGE`` (default ``krakenplug:e2e``), ``KRAKENPLUG_E2E_SKIP_BUILD=1`` to use an image
 built beforehand, ``KRAKENPLUG_E2E_CLUSTER`` to reuse an existing kind cluster (it is then kept), and
 ``KRAKENPLUG_E2E_KEEP=1`` to keep the cluster this suite creates.
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.kind, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.slow]  # e2e: `-m "not e2e"` leaves it out
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHART = REPO_ROOT / "charts" / "krakenplug"

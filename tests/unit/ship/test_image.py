@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from shiplib import REPO_ROOT
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
 BUILD_SCRIPT = REPO_ROOT / "ci" / "build-image.sh"
 
