@@ -12,7 +12,6 @@ from fakelib import (
     CNDEV,
     FakeHost,
     Fixture,
-    Watch,
     devices_by_id,
     devices_json,
     expect_bounded_hang,
@@ -20,11 +19,14 @@ from fakelib import (
     expect_init_error_handled,
     fake_host,
     fixture_values,
+    make_dev_tree,
+    make_pci_device,
 )
 
 from krakenplug import errors
 from krakenplug.backends import base
 from krakenplug.backends.cambricon import CambriconBackend
+from krakenplug.hub import DeviceHub
 
 UUID0 = "5a8b31c5-0f53-4a40-9a47-7b4e2c9d0e11"
 UUID1 = "6c2d7e90-1b3a-4f8e-8d2c-1a2b3c4d5e6f"
@@ -46,6 +48,11 @@ def libcndev(fakelib_dir: Path) -> Path:
 def libcndev_minimal(fakelib_dir: Path) -> Path:
     return CNDEV.build(fakelib_dir / "cndev-minimal",
                        omit=["cndevGetTemperatureInfo", "cndevGetDevicePowerInfo", "cndevDeviceGetMinorNumber"])
+
+
+@pytest.fixture(scope="session")
+def libcndev_2022(fakelib_dir: Path) -> Path:
+    return CNDEV.build(fakelib_dir / "cndev-2022", defines=["CNDEV_2022"])
 
 
 @pytest.fixture
@@ -84,12 +91,18 @@ def test_enumerates_mlus_by_uuid(backend: CambriconBackend, host: FakeHost) -> N
     assert [n.container_path for n in devices[1].device_nodes] == ["/dev/cambricon_dev1"]  # no ipcm1 on this host
 
 
-def test_older_library_negotiates_struct_version_5(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
+def test_the_2022_library_generation_is_refused_with_the_supported_one_named(libcndev_2022: Path, fixture: Fixture,
+                                                                             host: FakeHost) -> None:
+    with pytest.raises(errors.BackendUnavailable, match=r"older CNDev generation \(it does not export "
+                       r"cndevGetDeviceHandleByIndex, cndevGetMemoryUsageV2, cndevGetPCIeInfoV2\).*"
+                       r"handle API \(cndevGetDeviceHandleByIndex, CNDEV_VERSION_6\)"):
+        open_backend(libcndev_2022, host)
+
+
+def test_a_library_without_struct_version_6_is_refused(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
     fixture.update({"api_version": 5})
-    backend = open_backend(libcndev, host)
-    assert [d.id for d in backend.devices()] == [f"MLU-{UUID0}", f"MLU-{UUID1}", f"MLU-{UUID2}"]
-    assert backend.sample(backend.devices()[0]).utilization_percent == 63.0
-    backend.close()
+    with pytest.raises(errors.BackendUnavailable, match="rejects struct version CNDEV_VERSION_6"):
+        open_backend(libcndev, host)
 
 
 def test_allocate_hands_out_device_files_control_node_and_indexes(backend: CambriconBackend,
@@ -127,13 +140,75 @@ def test_failed_query_keeps_identity_and_names_the_code(backend: CambriconBacken
     assert devices_by_id(backend)[f"MLU-{UUID2}"].healthy
 
 
-def test_watch_health_reports_changes_both_ways(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
-    backend = open_backend(libcndev, host, health_poll_interval_seconds=0.05)
-    with closing(backend), Watch(backend) as watch:
+def test_the_hub_sees_health_changes_both_ways(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
+    backend = open_backend(libcndev, host)
+    with closing(backend):
+        hub = DeviceHub(backend)
+        first = hub.refresh()
         fixture.update({"dev0.health": 0})
-        watch.expect_change(lambda: not devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
+        sick = hub.refresh()
+        assert sick.version == first.version + 1 and not sick.by_id[f"MLU-{UUID0}"].healthy
         fixture.update({"dev0.health": 1})
-        watch.expect_change(lambda: devices_by_id(backend)[f"MLU-{UUID0}"].healthy)
+        assert hub.refresh().by_id[f"MLU-{UUID0}"].healthy
+
+
+def test_compute_mode_prohibited_is_unhealthy(backend: CambriconBackend, fixture: Fixture) -> None:
+    fixture.update({"dev1.compute_mode": 1})  # EXCLUSIVE still serves
+    assert devices_by_id(backend)[f"MLU-{UUID1}"].healthy
+    fixture.update({"dev1.compute_mode": 2})
+    device = devices_by_id(backend)[f"MLU-{UUID1}"]
+    assert device.health_reason == "compute mode PROHIBITED (no context may use the MLU)"
+    fixture.update({"dev1.compute_mode": 0})
+    assert devices_by_id(backend)[f"MLU-{UUID1}"].healthy
+
+
+def test_extra_device_nodes_are_handed_out_where_present(backend: CambriconBackend, host: FakeHost) -> None:
+    make_dev_tree(host.dev, ["cambricon_gdr", "cambr-msgq:0", "cambr-rpc:0", "cmsg_ctrl0", "commu0", "ttyMS0",
+                             "commu1"])
+    devices = backend.devices()
+    allocation = backend.allocate([devices[0], devices[1]])
+    assert [n.container_path for n in allocation.device_nodes] == [
+        "/dev/cambricon_dev0", "/dev/cambricon_ipcm0", "/dev/cambr-msgq:0", "/dev/cambr-rpc:0", "/dev/cmsg_ctrl0",
+        "/dev/commu0", "/dev/ttyMS0", "/dev/cambricon_dev1", "/dev/commu1", "/dev/cambricon_ctl",
+        "/dev/cambricon_gdr"]
+
+
+def test_the_cndev_count_is_checked_against_sysfs(backend: CambriconBackend, host: FakeHost,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    for bus_id in ("0000:39:00.0", "0000:3d:00.0", "0000:81:00.0", "0000:b1:00.0"):
+        directory = make_pci_device(host.sysfs, bus_id, vendor=0xCABC, device=0x0370)
+        (directory / "class").write_text("0x120000\n")
+    backend.devices()
+    assert "sysfs shows 4 MLUs (vendor 0xcabc, class 0x12, VFs skipped) but CNDev lists 3" in caplog.text
+
+
+def test_preferred_allocation_keeps_to_mlu_link_peers(libcndev: Path, fixture: Fixture, host: FakeHost) -> None:
+    uuid3 = "8a9b0c1d-2e3f-4051-9263-748596a7b8c9"
+    fixture.update({"count": 4, "dev3.uuid": uuid3, "dev3.bus_id": "0000:82:00.0",
+                    "dev0.links": f"{UUID2},-,{UUID2}", "dev2.links": f"{UUID0},{UUID0}",
+                    "dev1.links": uuid3, "dev3.links": UUID1})
+    backend = open_backend(libcndev, host)
+    with closing(backend):
+        devices = backend.devices()
+        assert isinstance(backend, base.SupportsPreferredAllocation)
+        # by index alone 0 and 1 would be picked; 0 and 2 are joined by two MLU-Links
+        assert backend.preferred_allocation(devices, [devices[0]], 2) == [f"MLU-{UUID0}", f"MLU-{UUID2}"]
+        assert backend.preferred_allocation(devices, [], 2)[1] != f"MLU-{UUID1}"
+        assert backend.preferred_allocation([devices[1], devices[2], devices[3]], [devices[3]], 2) == [
+            f"MLU-{uuid3}", f"MLU-{UUID1}"]
+
+
+def test_a_failing_optional_query_reads_as_absent(backend: CambriconBackend, fixture: Fixture) -> None:
+    fixture.update({"fail.cndevGetPCIeInfoV2.0": 7, "fail.cndevGetDeviceUtilizationInfo.0": 7})
+    device = devices_by_id(backend)[f"MLU-{UUID0}"]
+    assert (device.healthy, device.pci_bus_id) == (True, None)
+    sample = backend.sample(device)
+    assert (sample.utilization_percent, sample.memory_used_mb) == (None, 1024.0)
+
+
+def test_library_info(backend: CambriconBackend, libcndev: Path) -> None:
+    info = backend.library_info()
+    assert (info.library, info.api, info.path) == (str(libcndev), "cndev handle API v6", "cndev")
 
 
 def test_missing_symbols_read_as_not_offered(libcndev_minimal: Path, fixture: Fixture, host: FakeHost) -> None:

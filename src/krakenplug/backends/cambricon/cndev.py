@@ -1,9 +1,12 @@
 """ctypes bindings for Cambricon's CNDev (``libcndev.so``): structs, signatures, status names, typed queries.
 
-Most CNDev structs start with an API ``version`` the caller fills in; ``open`` negotiates it once
-(CNDEV_VERSION_6, else 5 when the library answers UNSUPPORTED_API_VERSION). The "V2" structs carry no
-version. Devices are addressed by the handle from ``cndevGetDeviceHandleByIndex``; the index is the key
-the choke point uses to mark a stuck device.
+Supported: the handle API generation (``cndevGetDeviceHandleByIndex``, struct version CNDEV_VERSION_6,
+as in Cambricon's mlu-exporter cndev.h v2.x and what Cambricon's device plugin passes). The 2022 library
+(highest struct version 5) addresses devices by ``int devId`` and lacks the handle, memory-V2, PCIe-V2,
+power and minor-number calls: ``check_generation`` refuses it with a clear error instead of serving
+nothing. Most CNDev structs start with an API ``version`` the caller fills in; the "V2" structs carry
+none. Devices are addressed by the handle; the index is the key the choke point uses to mark a stuck
+device.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import ctypes
 from ctypes import POINTER, byref, c_char_p, c_int, c_int64, c_ubyte, c_uint, c_uint16, c_uint64
 from typing import Any
 
+from krakenplug import errors
 from krakenplug.backends import _vendorlib
 
-API_VERSIONS = (6, 5)  # newest first
+API_VERSION = 6  # CNDEV_VERSION_6
 UNSUPPORTED_API_VERSION = 3
+# What the handle generation exports and the 2022 generation lacks.
+HANDLE_API = ("cndevGetDeviceHandleByIndex", "cndevGetMemoryUsageV2", "cndevGetPCIeInfoV2")
+COMPUTE_MODES = {0: "DEFAULT", 1: "EXCLUSIVE", 2: "PROHIBITED"}
+COMPUTE_MODE_PROHIBITED = 2
 HEALTHY = 1  # cndevCardHealthState_t.health: 1 healthy, 0 not (what Cambricon's own plugin checks)
 
 CODE_NAMES = {
@@ -75,6 +83,18 @@ class TemperatureInfo(ctypes.Structure):
                 ("videoInput", c_int), ("cpu", c_int), ("isp", c_int), ("spare", c_int * 32)]
 
 
+class ComputeMode(ctypes.Structure):
+    _fields_ = [("version", c_int), ("mode", c_int), ("spare", c_int * 8)]
+
+
+class MluLinkRemoteInfo(ctypes.Structure):
+    # Fields up to ncsUUID64 as in cndev.h; the MAC address and port name that newer headers append
+    # (lengths not pinned down here) fall into the spare tail.
+    _fields_ = [("version", c_int), ("mcSn", c_uint64), ("baSn", c_uint64), ("slotId", c_uint), ("portId", c_uint),
+                ("devIp", c_ubyte * 16), ("uuid", c_ubyte * 37), ("devIpVersion", c_uint), ("isIpValid", c_uint),
+                ("connectType", c_int), ("ncsUUID64", c_uint64), ("spare", c_ubyte * 256)]
+
+
 class VersionInfo(ctypes.Structure):
     _fields_ = [("version", c_int), ("mcuMajorVersion", c_uint), ("mcuMinorVersion", c_uint),
                 ("mcuBuildVersion", c_uint), ("driverMajorVersion", c_uint), ("driverMinorVersion", c_uint),
@@ -101,7 +121,14 @@ SIGNATURES: dict[str, _vendorlib.Signature] = {
     "cndevGetDevicePowerInfo": (c_int, _out(DevicePowerInfo)),
     "cndevDeviceGetMinorNumber": (c_int, [POINTER(c_uint), c_int]),
     "cndevGetVersionInfo": (c_int, _out(VersionInfo)),
+    "cndevGetComputeMode": (c_int, _out(ComputeMode)),
+    "cndevGetMLULinkPortNumber": (c_int, [c_int]),
+    "cndevGetMLULinkRemoteInfo": (c_int, _out(MluLinkRemoteInfo) + [c_int]),
 }
+
+
+class UnsupportedGeneration(errors.BackendUnavailable):
+    """The library is an API generation this backend does not serve."""
 
 
 class Cndev:
@@ -109,7 +136,7 @@ class Cndev:
 
     def __init__(self, calls: _vendorlib.VendorCalls) -> None:
         self.calls = calls
-        self.version = API_VERSIONS[0]
+        self.version = API_VERSION
         self._handles: dict[int, int] = {}
 
     def init(self) -> None:
@@ -118,19 +145,22 @@ class Cndev:
     def release(self) -> None:
         self.calls.status("cndevRelease")
 
-    def negotiate(self) -> None:
-        """Settles the struct API version: the newest one the library accepts."""
-        for version in API_VERSIONS[:-1]:
+    def check_generation(self) -> None:
+        """Refuses the 2022 (devId) generation: it lacks the handle calls and struct version 6."""
+        missing = [name for name in HANDLE_API if not self.calls.supports(name)]
+        problem = f"it does not export {', '.join(missing)}" if missing else ""
+        if not problem:
             try:
-                self._count(version)
+                self._count(API_VERSION)
             except _vendorlib.VendorCallError as err:
                 if err.code != UNSUPPORTED_API_VERSION:
                     raise
-                continue
-            self.version = version
-            return
-        self._count(API_VERSIONS[-1])
-        self.version = API_VERSIONS[-1]
+                problem = "it rejects struct version CNDEV_VERSION_6"
+        if problem:
+            raise UnsupportedGeneration(
+                f"{self.calls.library.path} is an older CNDev generation ({problem}): the 2022 library (struct "
+                f"version 5, calls by int devId) is not supported; install a Cambricon driver/Neuware whose "
+                f"libcndev.so has the handle API (cndevGetDeviceHandleByIndex, CNDEV_VERSION_6)")
 
     def count(self) -> int:
         """The number of MLUs."""
@@ -186,6 +216,24 @@ class Cndev:
         minor = c_uint(0)
         self.calls.status("cndevDeviceGetMinorNumber", byref(minor), self._handle(index), key=index)
         return minor.value
+
+    def compute_mode(self, index: int) -> int:
+        return int(self._query("cndevGetComputeMode", ComputeMode, index).mode)
+
+    def link_peers(self, index: int) -> list[str]:
+        """UUIDs of the MLUs this one reaches over MLU-Link, one entry per connected port."""
+        ports = int(self.calls.value("cndevGetMLULinkPortNumber", self._handle(index), key=index))
+        peers = []
+        for port in range(max(0, ports)):
+            info = MluLinkRemoteInfo(version=self.version)
+            try:
+                self.calls.status("cndevGetMLULinkRemoteInfo", byref(info), self._handle(index), port, key=index)
+            except _vendorlib.VendorCallError:
+                continue  # a port without a link (INVALID_LINK) or not reporting one
+            uuid = bytes(info.uuid).split(b"\0", 1)[0].decode(errors="replace").strip()
+            if uuid:
+                peers.append(uuid)
+        return peers
 
     def driver_version(self) -> str:
         info = VersionInfo(version=self.version)

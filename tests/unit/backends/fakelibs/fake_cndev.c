@@ -8,8 +8,15 @@
  *   dev<i>.uuid / .name (model string) / .minor / .bus_id (dddd:bb:dd.f) / .numa (CNDev's own NUMA id)
  *   dev<i>.memory_total_mb / .memory_used_mb / .util (%) / .power_w / .temp_chip / .temp_board (C)
  *   dev<i>.health (1 healthy) / .device_state (1 GOOD) / .driver_state (4 RUNNING)
+ *   dev<i>.compute_mode          cndevGetComputeMode: 0 DEFAULT, 1 EXCLUSIVE, 2 PROHIBITED
+ *   dev<i>.links                 comma-separated UUIDs of the MLUs each MLU-Link port reaches, one per port
+ *                                ("-" for a port without a link: cndevGetMLULinkRemoteInfo answers INVALID_LINK)
  * Symbols that can be left out with -DOMIT_<symbol>: cndevGetTemperatureInfo, cndevGetDevicePowerInfo,
  * cndevDeviceGetMinorNumber.
+ * Built with -DCNDEV_2022 it is the 2022 library (mlu-exporter's cndev.h of v1.6.7): highest struct version 5
+ * (api_version defaults to 5), calls take int devId, and the handle generation's cndevGetDeviceHandleByIndex,
+ * cndevGetMemoryUsageV2, cndevGetPCIeInfoV2, cndevGetDevicePowerInfo and cndevDeviceGetMinorNumber do not
+ * exist (memory comes from cndevGetMemoryUsage).
  */
 #define FX_ENV "FAKE_CNDEV_FIXTURE"
 #include "fixture.h"
@@ -23,9 +30,22 @@ enum {
     CNDEV_ERROR_INVALID_ARGUMENT = 5,
     CNDEV_ERROR_INVALID_DEVICE_ID = 6,
     CNDEV_ERROR_UNKNOWN = 7,
+    CNDEV_ERROR_INVALID_LINK = 11,
 };
 
+#ifdef CNDEV_2022
+#define API_VERSION_DEFAULT 5
+#define OMIT_cndevGetDevicePowerInfo
+#define OMIT_cndevDeviceGetMinorNumber
+#else
+#define API_VERSION_DEFAULT 6
+#endif
+
+#ifdef CNDEV_2022
+#define HANDLE_BASE 0 /* calls take the device index (int devId) itself */
+#else
 #define HANDLE_BASE 1000
+#endif
 
 typedef struct { int version; unsigned number; } cndevCardInfo_t;
 typedef struct { int version; unsigned char uuid[37]; unsigned long ncsUUID64; } cndevUUID_t;
@@ -48,6 +68,24 @@ typedef struct { int usage, cap, machine, tdp, maxPower; int reserved[16]; } cnd
 typedef struct {
     int version, board, cluster[20], memoryDie[8], chip, airInlet, airOutlet, memory, videoInput, cpu, isp;
 } cndevTemperatureInfo_t;
+typedef struct { int version; int mode; } cndevComputeMode_t;
+typedef struct {
+    int version;
+    unsigned long mcSn, baSn;
+    unsigned slotId, portId;
+    unsigned char devIp[16];
+    unsigned char uuid[37];
+    unsigned devIpVersion, isIpValid;
+    int connectType;
+    unsigned long ncsUUID64;
+    unsigned char mac_addr[6];
+    char port_name[64];
+} cndevMLULinkRemoteInfo_t;
+typedef struct {
+    int version;
+    long physicalMemoryTotal, physicalMemoryUsed, virtualMemoryTotal, virtualMemoryUsed, channelNumber;
+    long channelMemoryUsed[20];
+} cndevMemoryInfo_t;
 typedef struct {
     int version;
     unsigned mcuMajorVersion, mcuMinorVersion, mcuBuildVersion;
@@ -59,7 +97,7 @@ static int index_of(cndevDevice_t handle) {
     return index >= 0 && index < fx_count() ? index : -1;
 }
 
-static int version_ok(int version) { return version >= 1 && version <= fx_int("api_version", 6); }
+static int version_ok(int version) { return version >= 1 && version <= fx_int("api_version", API_VERSION_DEFAULT); }
 
 #define DEVICE_CALL(name, handle, index_var)                          \
     int index_var = index_of(handle);                                 \
@@ -91,6 +129,7 @@ cndevRet_t cndevGetDeviceCount(cndevCardInfo_t *info) {
     return CNDEV_SUCCESS;
 }
 
+#ifndef CNDEV_2022
 cndevRet_t cndevGetDeviceHandleByIndex(int index, cndevDevice_t *handle) {
     if (index < 0 || index >= fx_count()) return CNDEV_ERROR_INVALID_DEVICE_ID;
     int fault = fx_fault("cndevGetDeviceHandleByIndex", index);
@@ -98,6 +137,7 @@ cndevRet_t cndevGetDeviceHandleByIndex(int index, cndevDevice_t *handle) {
     *handle = HANDLE_BASE + index;
     return CNDEV_SUCCESS;
 }
+#endif
 
 static char names[FX_MAX_DEVICES][64];
 
@@ -119,6 +159,15 @@ cndevRet_t cndevGetUUID(cndevUUID_t *info, cndevDevice_t handle) {
     return CNDEV_SUCCESS;
 }
 
+#ifdef CNDEV_2022
+cndevRet_t cndevGetMemoryUsage(cndevMemoryInfo_t *info, int devId) {
+    DEVICE_CALL("cndevGetMemoryUsage", devId, index);
+    CHECK_VERSION(info);
+    info->physicalMemoryTotal = (long)fx_dev_int(index, "memory_total_mb", 24576);
+    info->physicalMemoryUsed = (long)fx_dev_int(index, "memory_used_mb", 0);
+    return CNDEV_SUCCESS;
+}
+#else
 cndevRet_t cndevGetMemoryUsageV2(cndevMemoryInfoV2_t *info, cndevDevice_t handle) {
     DEVICE_CALL("cndevGetMemoryUsageV2", handle, index);
     memset(info, 0, sizeof *info);
@@ -127,6 +176,7 @@ cndevRet_t cndevGetMemoryUsageV2(cndevMemoryInfoV2_t *info, cndevDevice_t handle
     info->reservedMemory = 1202;
     return CNDEV_SUCCESS;
 }
+#endif
 
 cndevRet_t cndevGetDeviceUtilizationInfo(cndevUtilizationInfo_t *info, cndevDevice_t handle) {
     DEVICE_CALL("cndevGetDeviceUtilizationInfo", handle, index);
@@ -145,6 +195,7 @@ cndevRet_t cndevGetCardHealthState(cndevCardHealthState_t *info, cndevDevice_t h
     return CNDEV_SUCCESS;
 }
 
+#ifndef CNDEV_2022
 cndevRet_t cndevGetPCIeInfoV2(cndevPCIeInfoV2_t *info, cndevDevice_t handle) {
     DEVICE_CALL("cndevGetPCIeInfoV2", handle, index);
     struct fx_pci address;
@@ -157,6 +208,7 @@ cndevRet_t cndevGetPCIeInfoV2(cndevPCIeInfoV2_t *info, cndevDevice_t handle) {
     info->function = address.function;
     return CNDEV_SUCCESS;
 }
+#endif
 
 cndevRet_t cndevGetNUMANodeIdByDevId(cndevNUMANodeId_t *info, cndevDevice_t handle) {
     DEVICE_CALL("cndevGetNUMANodeIdByDevId", handle, index);
@@ -206,5 +258,54 @@ cndevRet_t cndevGetVersionInfo(cndevVersionInfo_t *info, cndevDevice_t handle) {
     info->driverMajorVersion = major;
     info->driverMinorVersion = minor;
     info->driverBuildVersion = build;
+    return CNDEV_SUCCESS;
+}
+
+cndevRet_t cndevGetComputeMode(cndevComputeMode_t *info, cndevDevice_t handle) {
+    DEVICE_CALL("cndevGetComputeMode", handle, index);
+    CHECK_VERSION(info);
+    info->mode = (int)fx_dev_int(index, "compute_mode", 0);
+    return CNDEV_SUCCESS;
+}
+
+/* The link-th entry of dev<i>.links into out; 0 when there is none. */
+static int link_peer(int index, int link, char *out, size_t size) {
+    char value[FX_LINE];
+    fx_dev_str(index, "links", value, sizeof value, "");
+    char *cursor = value;
+    for (int port = 0; *cursor; port++) {
+        size_t length = strcspn(cursor, ",");
+        if (port == link) {
+            if (length >= size) length = size - 1;
+            memcpy(out, cursor, length);
+            out[length] = '\0';
+            return 1;
+        }
+        cursor += length;
+        if (*cursor == ',') cursor++;
+    }
+    return 0;
+}
+
+int cndevGetMLULinkPortNumber(cndevDevice_t handle) {
+    int index = index_of(handle);
+    if (index < 0) return 0;
+    char value[FX_LINE];
+    if (!fx_dev_str(index, "links", value, sizeof value, "") || value[0] == '\0') return 0;
+    int ports = 1;
+    for (char *cursor = value; *cursor; cursor++) ports += *cursor == ',';
+    return ports;
+}
+
+cndevRet_t cndevGetMLULinkRemoteInfo(cndevMLULinkRemoteInfo_t *info, cndevDevice_t handle, int link) {
+    DEVICE_CALL("cndevGetMLULinkRemoteInfo", handle, index);
+    CHECK_VERSION(info);
+    char peer[64];
+    if (!link_peer(index, link, peer, sizeof peer) || strcmp(peer, "-") == 0) return CNDEV_ERROR_INVALID_LINK;
+    int version = info->version;
+    memset(info, 0, sizeof *info);
+    info->version = version;
+    info->portId = (unsigned)link;
+    fx_copy((char *)info->uuid, sizeof info->uuid, peer);
     return CNDEV_SUCCESS;
 }
