@@ -254,6 +254,16 @@ def test_a_failing_npu_is_unhealthy_with_the_stcml_code_name(backend: StreamComp
     assert device.health_reason == "stcmlDevcieGetHandleByPciBusId failed: NO_DEVICE (-4)"
 
 
+def test_a_failing_optional_query_reads_as_absent_and_the_npu_is_served(backend: StreamComputingBackend,
+                                                                        fixture: Fixture) -> None:
+    fixture.update({"fail.stcmlDeviceGetUuid.1": -1, "fail.stcmlDeviceGetSerial.1": -1,
+                    "fail.stcmlDeviceGetPower.1": -6})
+    npu = backend.devices()[0]  # STCML device 1 sits at BUS0
+    assert (npu.id, npu.uuid, npu.healthy) == (BUS0, None, True)
+    sample = backend.sample(npu)
+    assert (sample.power_watts, sample.temperature_celsius) == (30.0, 31.25)  # stc-smi's power reading instead
+
+
 def test_a_missing_device_node_is_unhealthy(backend: StreamComputingBackend, host: FakeHost) -> None:
     (host.dev / "stc1").unlink()
     assert backend.devices()[1].health_reason == f"device node {host.dev / 'stc1'} is missing"

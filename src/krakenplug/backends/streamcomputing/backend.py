@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
 from pydantic import Field
@@ -64,6 +64,7 @@ class StreamComputingBackend:
         self._options = options
         self._lock = threading.RLock()
         self._book = _devicebook.DeviceBook()
+        self._optional = _vendorlib.OptionalQueries("streamcomputing")
         self._lib: stcml.Stcml | None = None
         self._opened = False
         self._handles: dict[str, int] = {}
@@ -252,9 +253,11 @@ class StreamComputingBackend:
 
     def _describe(self, lib: stcml.Stcml, device: base.Device, handle: int, *, key: Hashable) -> base.Device:
         """``device`` with what STCML says: its index, name and UUID (or serial)."""
-        index = _optional(lambda: lib.index(handle, key=key))
-        name = _optional(lambda: lib.name(handle, key=key))
-        uuid = _optional(lambda: lib.uuid(handle, key=key)) or _optional(lambda: lib.serial(handle, key=key))
+        get = self._optional.get
+        index = get(lambda: lib.index(handle, key=key), key=key, what="index")
+        name = get(lambda: lib.name(handle, key=key), key=key, what="name")
+        uuid = get(lambda: lib.uuid(handle, key=key), key=key, what="UUID") or get(
+            lambda: lib.serial(handle, key=key), key=key, what="serial")
         index = device.index if index is None else index
         model = name or device.model
         with self._lock:
@@ -316,14 +319,10 @@ class StreamComputingBackend:
         if lib is None or handle is None:
             return None, None
         key = device.pci_bus_id or device.index
-        temperature = _optional(lambda: lib.temperature(handle, key=key))
-        power = _optional(lambda: lib.power_watts(handle, key=key))
+        temperature = self._optional.get(lambda: lib.temperature(handle, key=key), key=key, what="temperature")
+        power = self._optional.get(lambda: lib.power_watts(handle, key=key), key=key, what="power")
         return (round(temperature.coreValue, 2) if temperature is not None else None,
                 round(power, 2) if power is not None else None)
-
-
-def _optional(query: Callable[[], object]) -> object:
-    return _vendorlib.unsupported_as_none(query)
 
 
 def _pci_id(directory: str, attribute: str) -> int | None:
