@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -290,3 +291,310 @@ def test_xid_lists_accept_comma_separated_strings_and_name_bad_values(clean_env:
     assert isinstance(create(ignored_xids="13"), NvidiaBackend)
     with pytest.raises(errors.ConfigError, match=r"backends\.nvidia\.ignored_xids.*'x'"):
         create(ignored_xids="13,x")
+
+
+# -- XID events by UUID ------------------------------------------------------------------------------
+
+
+def test_xid_finds_its_gpu_by_uuid_after_nvml_renumbers(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
+    backend = open_backend(libnvml, host, health_poll_interval_seconds=30)
+    with closing(backend), Watch(backend) as watch:
+        # GPU 0 falls off the bus: NVML now lists only GPU 1, at index 0 (same handle slot as GPU 0 had).
+        fixture.replace_devices([{key.split(".", 1)[1]: value for key, value in fixture.values.items()
+                                  if key.startswith("dev1.")}])
+        fixture.update({"event.1": f"0:{XID_EVENT}:79"})
+        assert watch.changed()
+        devices = devices_by_id(backend)
+        assert devices[UUID1].health_reason == "XID 79"  # the event named GPU 1 by its UUID
+        assert devices[UUID0].health_reason == "NVML no longer lists this GPU"
+
+
+def test_gpu_that_appears_later_gets_xid_events(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
+    fixture.update({"count": 1})
+    backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
+    with closing(backend), Watch(backend) as watch:
+        fixture.update({"count": 2})
+        assert UUID1 in devices_by_id(backend)  # the device hub's next read lists it
+        time.sleep(1)  # the watcher registers it for events at its next interval (0.1 s)
+        fixture.update({"event.1": f"1:{XID_EVENT}:79"})
+        watch.expect_change(lambda: devices_by_id(backend)[UUID1].health_reason == "XID 79")
+        assert devices_by_id(backend)[UUID0].healthy
+
+
+def test_xid_of_a_gpu_the_backend_does_not_list_is_ignored(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    fixture.update({"fail.nvmlDeviceGetName.1": 999})  # GPU 1 never answers: it is not advertised
+    backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
+    with closing(backend), Watch(backend), caplog.at_level("INFO", logger="krakenplug.backends.nvidia"):
+        fixture.update({"event.1": f"1:{XID_EVENT}:79", "event.2": f"0:{XID_EVENT}:48"})
+        while "XID 48" not in devices_by_id(backend)[UUID0].health_reason:
+            pass  # event 2 arrives after event 1, which must have marked nothing
+        assert [d.id for d in backend.devices()] == [UUID0]
+    assert f"ignoring XID 79 of GPU {UUID1}" in caplog.text
+
+
+def test_mig_enabled_gpu_recovers_although_utilization_is_not_supported(libnvml: Path, fixture: Fixture,
+                                                                        host: FakeHost) -> None:
+    # nvml.h: "On MIG-enabled GPUs, querying device utilization rates is not currently supported."
+    fixture.update({"dev0.mig_mode": 1})
+    backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)  # mig_strategy none: GPU whole
+    with closing(backend), Watch(backend) as watch:
+        fixture.update({"event.1": f"0:{XID_EVENT}:79"})
+        watch.expect_change(lambda: devices_by_id(backend)[UUID0].health_reason == "XID 79")
+        watch.expect_change(lambda: devices_by_id(backend)[UUID0].healthy)
+        assert backend.sample(devices_by_id(backend)[UUID0]).utilization_percent is None
+
+
+# -- MIG ----------------------------------------------------------------------------------------------
+
+H100 = "NVIDIA H100 80GB HBM3"
+MIG_A = "MIG-1a2b3c4d-0000-5000-8000-000000000001"
+MIG_B = "MIG-1a2b3c4d-0000-5000-8000-000000000002"
+MIG_C = "MIG-1a2b3c4d-0000-5000-8000-000000000003"
+MIG_D = "MIG-1a2b3c4d-0000-5000-8000-000000000004"
+# (UUID, GPU instance, compute instance, GI slices, CI slices, memory MiB): H100 80GB profiles
+PROFILE_3G = (3, 3, 40448)
+PROFILE_1G = (1, 1, 9856)
+
+
+def mig_fields(*devices: tuple[int, str, int, int, tuple[int, int, int]]) -> dict[str, object]:
+    """Fixture fields of a MIG-enabled GPU: (index, UUID, GI, CI, (GI slices, CI slices, MiB)) per MIG device."""
+    fields: dict[str, object] = {"mig_mode": 1}
+    for position, uuid, gi, ci, (gi_slices, ci_slices, memory) in devices:
+        fields.update({f"mig{position}.uuid": uuid, f"mig{position}.gi": gi, f"mig{position}.ci": ci,
+                       f"mig{position}.gi_slices": gi_slices, f"mig{position}.ci_slices": ci_slices,
+                       f"mig{position}.memory_mb": memory})
+    return fields
+
+
+def mig_gpus(gpu0: dict[str, object], gpu1: dict[str, object]) -> list[dict[str, object]]:
+    return [{"uuid": UUID0, "name": H100, "bus_id": "0000:3b:00.0", "minor": 0, "memory_total_mb": 81559, **gpu0},
+            {"uuid": UUID1, "name": H100, "bus_id": "0000:af:00.0", "minor": 3, "memory_total_mb": 81559, **gpu1}]
+
+
+# GPU 0: a 3g.40gb (GI 1) and, at MIG index 2 (index 1 is a hole), a 1g.10gb (GI 9); GPU 1 MIG off.
+MIXED = mig_gpus(mig_fields((0, MIG_A, 1, 0, PROFILE_3G), (2, MIG_B, 9, 0, PROFILE_1G)), {"mig_mode": 0})
+# Both GPUs: two 3g.40gb each.
+UNIFORM = mig_gpus(mig_fields((0, MIG_A, 1, 0, PROFILE_3G), (1, MIG_B, 2, 0, PROFILE_3G)),
+                   mig_fields((0, MIG_C, 1, 0, PROFILE_3G), (1, MIG_D, 2, 0, PROFILE_3G)))
+
+
+def add_mig_capabilities(host: FakeHost, proc: Path, gpu_minor: int, gi: int, ci: int, minors: tuple[int, int]) -> None:
+    """The driver's /proc capability files of one MIG device and its /dev/nvidia-caps nodes."""
+    caps = proc / "driver" / "nvidia" / "capabilities" / f"gpu{gpu_minor}" / "mig" / f"gi{gi}"
+    (caps / f"ci{ci}").mkdir(parents=True, exist_ok=True)
+    for path, minor in ((caps / "access", minors[0]), (caps / f"ci{ci}" / "access", minors[1])):
+        path.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
+        (host.dev / "nvidia-caps").mkdir(exist_ok=True)
+        (host.dev / "nvidia-caps" / f"nvidia-cap{minor}").write_text("")
+
+
+@pytest.fixture
+def proc(tmp_path: Path, host: FakeHost) -> Path:
+    root = tmp_path / "proc"
+    add_mig_capabilities(host, root, 0, 1, 0, (12, 13))
+    add_mig_capabilities(host, root, 0, 9, 0, (84, 85))
+    return root
+
+
+def open_mig(libnvml: Path, host: FakeHost, proc: Path, strategy: str, **options: object) -> NvidiaBackend:
+    return open_backend(libnvml, host, mig_strategy=strategy, proc_root=str(proc), **options)
+
+
+def test_mig_strategy_none_advertises_mig_gpus_whole(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                     proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "none")) as backend:
+        assert [(d.id, d.resource, d.partition) for d in backend.devices()] == [
+            (UUID0, "krakenplug.pcl.ac.cn/nvidia", None), (UUID1, "krakenplug.pcl.ac.cn/nvidia", None)]
+
+
+def test_mig_strategy_mixed_one_resource_per_profile(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                     proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        rows = [(d.id, d.index, d.model, d.memory_total_mb, d.resource, d.partition, d.numa_node, d.healthy)
+                for d in backend.devices()]
+    assert rows == [
+        (UUID1, 1, H100, 81559, "krakenplug.pcl.ac.cn/nvidia", None, 1, True),
+        (MIG_A, 1000, f"{H100} MIG 3g.40gb", 40448, "krakenplug.pcl.ac.cn/nvidia-mig-3g.40gb", "mig-3g.40gb", 0, True),
+        (MIG_B, 1002, f"{H100} MIG 1g.10gb", 9856, "krakenplug.pcl.ac.cn/nvidia-mig-1g.10gb", "mig-1g.10gb", 0, True),
+    ]
+
+
+def test_mig_mixed_resources_follow_rules_and_prefix(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                     proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    rules = [{"name": "example.com/small-slice", "models": ["*MIG 1g.*"]}]
+    with closing(open_mig(libnvml, host, proc, "mixed", resources=rules, mig_resource_prefix="nvidia.com/mig-",
+                          resource_name="nvidia.com/gpu")) as backend:
+        assert {d.id: d.resource for d in backend.devices()} == {
+            UUID1: "nvidia.com/gpu", MIG_A: "nvidia.com/mig-3g.40gb", MIG_B: "example.com/small-slice"}
+    with pytest.raises(ValueError, match="(?s)mig_resource_prefix.*'no-slash-'"):
+        NvidiaOptions(mig_resource_prefix="no-slash-")
+
+
+def test_mig_strategy_single_uses_the_vendor_resource(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                      proc: Path) -> None:
+    fixture.replace_devices(UNIFORM)
+    add_mig_capabilities(host, proc, 0, 2, 0, (21, 22))
+    add_mig_capabilities(host, proc, 3, 1, 0, (30, 31))
+    add_mig_capabilities(host, proc, 3, 2, 0, (39, 40))
+    with closing(open_mig(libnvml, host, proc, "single")) as backend:
+        devices = backend.devices()
+    assert [(d.id, d.resource, d.healthy) for d in devices] == [
+        (uuid, "krakenplug.pcl.ac.cn/nvidia", True) for uuid in (MIG_A, MIG_B, MIG_C, MIG_D)]
+
+
+@pytest.mark.parametrize("layout, found", [
+    (MIXED, "found GPU 0: 1g.10gb, 3g.40gb; GPU 1: MIG disabled"),
+    (mig_gpus(mig_fields((0, MIG_A, 1, 0, PROFILE_3G)), mig_fields((0, MIG_C, 1, 0, PROFILE_1G))),
+     "found GPU 0: 3g.40gb; GPU 1: 1g.10gb"),
+])
+def test_mig_strategy_single_refuses_other_layouts(libnvml: Path, fixture: Fixture, host: FakeHost, proc: Path,
+                                                   caplog: pytest.LogCaptureFixture, layout: list, found: str) -> None:
+    fixture.replace_devices(layout)
+    with closing(open_mig(libnvml, host, proc, "single")) as backend:
+        assert backend.devices() == []
+    assert "mig_strategy=single needs every GPU MIG-enabled with MIG devices of one profile" in caplog.text
+    assert found in caplog.text
+
+
+def test_mig_strategy_single_without_mig_is_none(libnvml: Path, fixture: Fixture, host: FakeHost, proc: Path) -> None:
+    with closing(open_mig(libnvml, host, proc, "single")) as backend:
+        assert [d.id for d in backend.devices()] == [UUID0, UUID1]
+
+
+def test_allocate_mig_devices_hands_capability_nodes_and_mig_uuids(libnvml: Path, fixture: Fixture,
+                                                                   host: FakeHost, proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        devices = devices_by_id(backend)
+        allocation = backend.allocate([devices[MIG_A], devices[MIG_B]])
+    assert allocation.envs == {"NVIDIA_VISIBLE_DEVICES": f"{MIG_A},{MIG_B}"}
+    assert [(n.host_path, n.container_path) for n in allocation.device_nodes] == host.node_paths(
+        "nvidia0", "nvidia-caps/nvidia-cap12", "nvidia-caps/nvidia-cap13", "nvidia-caps/nvidia-cap84",
+        "nvidia-caps/nvidia-cap85", "nvidiactl", "nvidia-uvm")
+
+
+def test_mig_capability_minors_from_mig_minors_when_access_files_are_unreadable(
+        libnvml: Path, fixture: Fixture, host: FakeHost, tmp_path: Path) -> None:
+    fixture.replace_devices(MIXED)
+    proc = tmp_path / "proc-minors"
+    (proc / "driver" / "nvidia-caps").mkdir(parents=True)
+    (proc / "driver" / "nvidia-caps" / "mig-minors").write_text(
+        "config 1\nmonitor 2\ngpu0/gi1/access 12\ngpu0/gi1/ci0/access 13\n")
+    make_caps = host.dev / "nvidia-caps"
+    make_caps.mkdir(exist_ok=True)
+    for minor in (12, 13):
+        (make_caps / f"nvidia-cap{minor}").write_text("")
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        devices = devices_by_id(backend)
+    assert [n.container_path for n in devices[MIG_A].device_nodes] == [
+        "/dev/nvidia0", "/dev/nvidia-caps/nvidia-cap12", "/dev/nvidia-caps/nvidia-cap13"]
+    assert not devices[MIG_B].healthy and "MIG capability device missing" in devices[MIG_B].health_reason
+
+
+def test_mig_device_samples_report_only_what_nvml_offers(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                         proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    fixture.update({"dev0.mig0.memory_used_mb": 1024})
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        sample = backend.sample(devices_by_id(backend)[MIG_A])
+    assert sample == base.DeviceSample(memory_used_mb=1024.0, memory_total_mb=40448.0, memory_reserved_mb=0.0)
+
+
+def test_mig_device_without_memory_permission_stays_listed(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                           proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    fixture.update({"fail.nvmlDeviceGetMemoryInfo_v2.mig0.0": 4, "fail.nvmlDeviceGetMemoryInfo.mig0.0": 4})
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        device = devices_by_id(backend)[MIG_A]
+        assert (device.healthy, device.memory_total_mb) == (True, 40448)  # from nvmlDeviceGetAttributes_v2
+        assert backend.sample(device).memory_used_mb is None
+
+
+def test_xid_on_a_mig_device_marks_that_gpu_and_compute_instance(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                                 proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    backend = open_mig(libnvml, host, proc, "mixed", health_poll_interval_seconds=30)
+    with closing(backend), Watch(backend) as watch:
+        fixture.update({"event.1": f"0:{XID_EVENT}:94:9:0"})  # GI 9, CI 0: MIG_B
+        watch.expect_change(lambda: devices_by_id(backend)[MIG_B].health_reason == "XID 94")
+        assert devices_by_id(backend)[MIG_A].healthy
+        fixture.update({"event.2": f"0:{XID_EVENT}:79"})  # the whole GPU
+        watch.expect_change(lambda: devices_by_id(backend)[MIG_A].health_reason == "XID 79")
+        assert devices_by_id(backend)[UUID1].healthy
+
+
+def test_failing_mig_gpu_keeps_its_mig_devices_unhealthy(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                         proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        backend.devices()
+        fixture.update({"dev0.fail": 15})
+        devices = devices_by_id(backend)
+        assert {uuid: devices[uuid].healthy for uuid in (MIG_A, MIG_B, UUID1)} == {
+            MIG_A: False, MIG_B: False, UUID1: True}
+        assert UUID0 not in devices  # the GPU is not advertised whole because it is failing
+        fixture.remove("dev0.fail")
+        assert all(d.healthy for d in backend.devices())
+
+
+def test_mig_profile_names_follow_nvidia() -> None:
+    h100 = 81559 * 1024 * 1024
+    assert [mig.profile_name(g, c, mb, h100) for g, c, mb in
+            [(1, 1, 9856), (2, 2, 20096), (3, 3, 40448), (3, 1, 40448), (7, 7, 80896)]] == [
+        "1g.10gb", "2g.20gb", "3g.40gb", "1c.3g.40gb", "7g.80gb"]
+    a100 = 40536 * 1024 * 1024
+    assert [mig.profile_name(g, g, mb, a100) for g, mb in [(1, 4864), (3, 20096)]] == ["1g.5gb", "3g.20gb"]
+
+
+def test_discovery_counts_mig_profiles(libnvml: Path, fixture: Fixture, host: FakeHost, proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        found = labels.labels_for(backend.devices())
+    assert (found["krakenplug.pcl.ac.cn/nvidia.mig-3g.40gb.count"],
+            found["krakenplug.pcl.ac.cn/nvidia.mig-1g.10gb.count"]) == ("1", "1")
+
+
+# -- preferred allocation ------------------------------------------------------------------------------
+
+
+def four_gpus(**topology: object) -> list[dict[str, object]]:
+    """GPUs 0 and 1 on NUMA node 0, 2 and 3 on node 1 (see the ``host4`` fixture)."""
+    return [{"uuid": f"GPU-0000000{i}-0000-4000-8000-000000000000", "bus_id": f"0000:{0x18 + i:02x}:00.0",
+             "minor": i, **{key[5:]: value for key, value in topology.items() if key.startswith(f"dev{i}_")}}
+            for i in range(4)]
+
+
+@pytest.fixture
+def host4(tmp_path: Path) -> FakeHost:
+    return fake_host(tmp_path / "four", [f"nvidia{i}" for i in range(4)],
+                     {f"0000:{0x18 + i:02x}:00.0": i // 2 for i in range(4)})
+
+
+def test_preferred_allocation_prefers_nvlink_over_numa(libnvml: Path, fixture: Fixture, host4: FakeHost) -> None:
+    # NVLink bridges join 0-2 and 1-3, across NUMA nodes; NUMA packing alone would pick 0 and 1.
+    fixture.replace_devices(four_gpus(dev0_nvlinks="2,2", dev2_nvlinks="0,0", dev1_nvlinks="3", dev3_nvlinks="1"))
+    with closing(open_backend(libnvml, host4)) as backend:
+        devices = backend.devices()
+        assert backend.preferred_allocation(devices, [], 2) == [devices[0].id, devices[2].id]
+        assert backend.preferred_allocation(devices, [devices[1]], 2) == [devices[1].id, devices[3].id]
+        assert backend.preferred_allocation(devices[1:], [], 2) == [devices[1].id, devices[3].id]
+
+
+def test_preferred_allocation_without_nvlink_uses_the_common_ancestor(libnvml: Path, fixture: Fixture,
+                                                                      host4: FakeHost) -> None:
+    fixture.replace_devices(four_gpus())
+    fixture.update({"topo.0.3": 10, "topo.1.2": 40})  # 0 and 3 share a PCIe switch
+    with closing(open_backend(libnvml, host4)) as backend:
+        devices = backend.devices()
+        assert backend.preferred_allocation(devices, [], 2) == [devices[0].id, devices[3].id]
+        assert backend.preferred_allocation(devices, [devices[1]], 2) == [devices[1].id, devices[2].id]
+        assert isinstance(backend, base.SupportsPreferredAllocation)
+
+
+def test_library_info_names_nvml_and_the_driver(backend: NvidiaBackend, libnvml: Path) -> None:
+    info = backend.library_info()
+    assert (info.library, info.api) == (str(libnvml), "NVML 12.550.54.15 (driver 550.54.15)")

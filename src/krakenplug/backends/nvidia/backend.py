@@ -59,8 +59,8 @@ class NvidiaOptions(base.BackendOptions):
     @field_validator("mig_resource_prefix")
     @classmethod
     def _resource_prefix(cls, value: str) -> str:
-        domain, _, name = value.partition("/")
-        if not domain or "/" in name or (name and not name[0].isalnum()):
+        domain, slash, name = value.partition("/")
+        if not domain or not slash or "/" in name or (name and not name[0].isalnum()):
             raise ValueError(f"must be <domain>/<name start>, e.g. {DEFAULT_MIG_PREFIX!r} (got {value!r})")
         return value
 
@@ -84,9 +84,10 @@ class NvidiaBackend:
         self._lock = threading.Lock()
         self._handles: dict[str, Any] = {}  # device ID -> NVML handle, from the last snapshot
         self._keys: dict[str, int] = {}  # device ID -> GPU index (the key of its calls)
-        self._gpu_handles: dict[str, Any] = {}  # physical GPU UUID -> handle
+        self._gpu_handles: dict[str, Any] = {}  # UUID -> handle of every GPU the snapshots listed
         self._mig_places: dict[str, list[tuple[int, int, str]]] = {}  # GPU UUID -> (GI, CI, MIG UUID)
         self._mig_seen: dict[int, tuple[base.Device, ...]] = {}  # GPU index -> its MIG devices last listed
+        self._whole_seen: dict[str, base.Device] = {}  # UUID -> GPU last advertised whole
 
     def open(self) -> None:
         source = nvml.preload(self._options.library_path, self._options.driver_root)
@@ -135,12 +136,7 @@ class NvidiaBackend:
             count = api.call("nvmlDeviceGetCount")
         except errors.DeviceQueryError as err:
             logger.warning("nvidia: cannot count GPUs: %s", err)
-            reason = f"cannot count GPUs: {err}"
-            with self._lock:
-                seen = dict(self._mig_seen)
-            failed = [d for d in self._book.all_failed(reason) if d.index not in seen]
-            failed += [_devicebook.unhealthy(d, reason) for found in seen.values() for d in found]
-            return [self._with_marks(d) for d in failed]
+            return [self._with_marks(d) for d in self._unlisted(set(), f"cannot count GPUs: {err}")]
         listed, failed, mig_devices = [], [], {}
         for index in range(count):
             try:
@@ -152,7 +148,7 @@ class NvidiaBackend:
                 continue
             listed.append(gpu)
         found = self._advertise(listed, mig_devices) + failed
-        found += self._unlisted(count)
+        found += self._unlisted({device.id for device in found}, "NVML no longer lists this GPU")
         return [self._with_marks(device) for device in found]
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
@@ -221,10 +217,14 @@ class NvidiaBackend:
             by_gpu.setdefault(device.gpu.index, []).append(self._mig_device(device, whole[device.gpu.index]))
         self._remember(listed, layout, mig_devices)
         listed_indexes = {gpu.index for gpu in listed}
+        advertised = [whole[gpu.index] for gpu in layout.whole]
         with self._lock:  # a GPU that failed this time keeps its MIG devices (Unhealthy) for the next
             kept = {index: seen for index, seen in self._mig_seen.items() if index not in listed_indexes}
             self._mig_seen = {**kept, **{index: tuple(found) for index, found in by_gpu.items()}}
-        return [whole[gpu.index] for gpu in layout.whole] + [d for found in by_gpu.values() for d in found]
+            for gpu in listed:  # listed but not advertised whole (MIG, or refused): nothing to keep
+                self._whole_seen.pop(gpu.uuid, None)
+            self._whole_seen.update({device.id: device for device in advertised})
+        return advertised + [d for found in by_gpu.values() for d in found]
 
     def _whole_device(self, gpu: gpus.Gpu) -> base.Device:
         if self._book.problem_changed(gpu.index, ""):
@@ -274,18 +274,17 @@ class NvidiaBackend:
         if not known and (whole := self._book.failed(index, reason)) is not None:
             known = [whole]
         if not known:
-            logger.warning("nvidia: skipping GPU %d until it answers: %s", index, reason)
+            self._log.report(("skipped", index), reason, logging.WARNING,
+                             "nvidia: skipping GPU %d until it answers: %s", index, reason)
         elif self._book.problem_changed(index, reason):
             logger.warning("nvidia: GPU %d is unhealthy: %s", index, reason)
         return known
 
-    def _unlisted(self, count: int) -> list[base.Device]:
-        reason = "NVML no longer lists this GPU"
+    def _unlisted(self, present: set[str], reason: str) -> list[base.Device]:
+        """Devices seen before and not in ``present``, Unhealthy: a GPU that fell off stays visible."""
         with self._lock:
-            gone_migs = [d for index, seen in self._mig_seen.items() if index >= count for d in seen]
-            mig_gpus = set(self._mig_seen)
-        whole = [d for d in self._book.unlisted(set(range(count)), reason) if d.index not in mig_gpus]
-        return whole + [_devicebook.unhealthy(d, reason) for d in gone_migs]
+            seen = [*self._whole_seen.values(), *(d for found in self._mig_seen.values() for d in found)]
+        return [_devicebook.unhealthy(device, reason) for device in seen if device.id not in present]
 
     def _remember(self, listed: list[gpus.Gpu], layout: mig.Layout,
                   mig_devices: dict[int, list[gpus.MigDevice]]) -> None:
@@ -322,9 +321,6 @@ class NvidiaBackend:
                     logger.debug("nvidia: GPU %d not registered for events yet: %s", index, err)
         except errors.DeviceQueryError as err:
             logger.debug("nvidia: cannot list GPUs for events: %s", err)
-        with self._lock:
-            self._gpu_handles.update(found)
-            self._handles.update(found)
         return found
 
     def _event_targets(self, event: Any) -> list[str]:

@@ -115,11 +115,12 @@ def _capability_minor(proc_root: str, capability: str) -> int:
     except OSError:
         pass
     minors = os.path.join(proc_root, "driver", "nvidia-caps", "mig-minors")
+    listed = capability.replace("/mig/", "/", 1)  # that table says "gpu0/gi1/ci0/access 13"
     try:
         with open(minors, encoding="ascii", errors="replace") as file:
             for line in file:
                 parts = line.split()
-                if len(parts) == 2 and parts[0] == capability and parts[1].isdigit():
+                if len(parts) == 2 and parts[0] == listed and parts[1].isdigit():
                     return int(parts[1])
     except OSError:
         pass
