@@ -3,7 +3,8 @@
 Two kinds of keys, all under ``krakenplug.pcl.ac.cn/``:
 
 * per-vendor keys ``<vendor>.count``, ``<vendor>.model``, ``<vendor>.memory``,
-  ``<vendor>.driver-version`` and ``<vendor>.model.<model>.count``, written only by the process
+  ``<vendor>.driver-version``, ``<vendor>.model.<model>.count`` and, for partitioned devices,
+  ``<vendor>.<partition>.count`` (NVIDIA MIG: ``nvidia.mig-3g.40gb.count``), written only by the process
   (DaemonSet) that runs that vendor's backend;
 * node-wide keys ``device.vendor``, ``device.model``, ``device.memory``, ``device.count`` and
   ``device.driver-version``: a copy of the per-vendor keys of the *leading* vendor, the one with the
@@ -75,6 +76,11 @@ def vendor_labels(vendor: str, devices: Sequence[base.Device], driver_version: s
         model_key = key(namespace, f"model.{model}.count")
         if sanitize.is_valid_key(model_key):  # a long model name would make the key too long: skip it
             labels[model_key] = str(count)
+    per_partition = collections.Counter(device.partition for device in devices if device.partition)
+    for partition, count in sorted(per_partition.items()):
+        partition_key = key(namespace, f"{sanitize.sanitize_value(partition)}.count")
+        if sanitize.is_valid_key(partition_key):
+            labels[partition_key] = str(count)
     return labels
 
 
