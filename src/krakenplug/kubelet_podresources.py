@@ -32,7 +32,11 @@ CHANNEL_OPTIONS = [
 
 
 class Allocation(NamedTuple):
-    """One device ID handed to one container, as the kubelet reports it (a tuple: cheap to sort and hash)."""
+    """One device ID handed to one container, as the kubelet reports it (a tuple: cheap to sort and hash).
+
+    A device allocated by a DRA driver (``dynamic_resources``) has the driver's name as ``resource`` and
+    ``<pool>/<device>`` as ``device_id``: the names it has in the driver's ResourceSlice.
+    """
 
     namespace: str
     pod: str
@@ -50,7 +54,7 @@ class PodResourcesError(errors.KrakenplugError):
 
 
 def flatten(response: pr_pb2.ListPodResourcesResponse) -> tuple[Allocation, ...]:
-    """Every distinct (container, resource, device ID) in a ``List`` answer, sorted.
+    """Every distinct (container, resource, device ID) in a ``List`` answer, DRA devices included, sorted.
 
     The kubelet flattens a container's devices into one entry per (device ID, NUMA node), so the same
     pair can appear several times; it is counted once.
@@ -64,6 +68,10 @@ def flatten(response: pr_pb2.ListPodResourcesResponse) -> tuple[Allocation, ...]
                 resource = devices.resource_name
                 found.update(Allocation(namespace, pod_name, container_name, resource, device_id)
                              for device_id in devices.device_ids)
+            for claim in container.dynamic_resources:
+                found.update(Allocation(namespace, pod_name, container_name, claimed.driver_name,
+                                        f"{claimed.pool_name}/{claimed.device_name}")
+                             for claimed in claim.claim_resources)
     return tuple(sorted(found))
 
 

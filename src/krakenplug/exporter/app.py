@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from krakenplug import resource_names
 from krakenplug.exporter.collector import DeviceCollector, build_registry, make_collector
 from krakenplug.exporter.podresources import PodResourcesWatcher
 from krakenplug.exporter.routes import make_app
@@ -32,6 +33,7 @@ class Exporter:
         self.collector: DeviceCollector = make_collector(
             hub, node_name=settings.node_name, pods=self.watcher,
             timeout_seconds=config.collect_timeout_seconds, base_unit_metrics=config.base_unit_metrics,
+            dra_driver=resource_names.driver_name(settings.dra.driver_name, settings.backend),
         )
         app = make_app(build_registry(self.collector), health=self.health, security=self.web.current,
                        title=f"KrakenPlug exporter on {settings.node_name}")

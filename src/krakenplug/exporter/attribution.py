@@ -8,6 +8,10 @@ Pure functions, so the rules are easy to test and to read:
   physical device ``<id>`` (decoded by the shared codec, :mod:`krakenplug.replica_ids`).
 - Only (resource, ID) pairs that name one of *our* devices count: other device plugins on the node
   (and IDs we no longer have) are ignored.
+- A device our DRA driver allocated (PodResources ``dynamic_resources``) is named by (driver, pool,
+  device) as in our ResourceSlice: the pool is the node and the device name the DNS label of its ID
+  (:mod:`krakenplug.resource_names`). Its users get the device's own resource name, so the metrics look
+  the same whichever allocation mode handed the device out.
 - A device series names its pod only when exactly one pod uses the device, so ``sum()`` over device
   series never counts a shared device twice; every use is listed in the allocation info metric.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from krakenplug import replica_ids
+from krakenplug import replica_ids, resource_names
 from krakenplug.backends import base
 from krakenplug.kubelet_podresources import Allocation, flatten
 
@@ -55,15 +59,25 @@ def physical_id(device_id: str, known: Iterable[str]) -> str | None:
     return replica_ids.physical_id(device_id, known)
 
 
-def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device]) -> dict[str, DeviceUsers]:
-    """Maps our device IDs to their users; allocations naming other resources or IDs are dropped."""
+def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device], *, dra_driver: str = "",
+           pool: str = "") -> dict[str, DeviceUsers]:
+    """Maps our device IDs to their users; allocations naming other resources or IDs are dropped.
+
+    ``dra_driver`` and ``pool`` name our DRA driver's devices (empty: DRA allocations are not ours).
+    """
     resource_of = {device.id: device.resource for device in devices}
     decoder = replica_ids.Decoder(resource_of)
+    claimed = {f"{pool}/{resource_names.dns_label(device.id)}": device.id for device in devices} if dra_driver else {}
     users: dict[str, set[tuple[str, str, str, str]]] = {}
     for allocation in allocations:
-        device_id = decoder.physical_id(allocation.device_id)
-        if device_id is None or resource_of[device_id] != allocation.resource:
-            continue
+        if dra_driver and allocation.resource == dra_driver:
+            device_id = claimed.get(allocation.device_id)
+            if device_id is None:
+                continue
+        else:
+            device_id = decoder.physical_id(allocation.device_id)
+            if device_id is None or resource_of[device_id] != allocation.resource:
+                continue
         users.setdefault(device_id, set()).add(
-            (allocation.namespace, allocation.pod, allocation.container, allocation.resource))
+            (allocation.namespace, allocation.pod, allocation.container, resource_of[device_id]))
     return {device_id: DeviceUsers(tuple(sorted(found))) for device_id, found in users.items()}

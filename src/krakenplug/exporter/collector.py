@@ -17,7 +17,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from krakenplug import __version__
+from krakenplug import __version__, resource_names
 from krakenplug.exporter import families
 from krakenplug.exporter.attribution import PodAttribution
 from krakenplug.exporter.reader import Reading, VendorReader
@@ -46,13 +46,14 @@ class DeviceCollector:
     """Reads the backend (bounded) and the pod map on every scrape; keeps only health bookkeeping."""
 
     def __init__(self, reader: VendorReader, pods: PodSource, *, node_name: str, backend_name: str,
-                 base_unit_metrics: bool = False, version: str = __version__,
-                 python_version: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 base_unit_metrics: bool = False, version: str = __version__, python_version: str | None = None,
+                 dra_driver: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self._reader = reader
         self._pods = pods
         self._vendor = backend_name
         self._builder = families.FamilyBuilder(node_name=node_name, base_unit_metrics=base_unit_metrics,
-                                               version=version, python_version=python_version or platform.python_version())
+                                               version=version, python_version=python_version or platform.python_version(),
+                                               dra_driver=dra_driver)
         self._clock = clock
         self._lock = threading.Lock()
         self._last_usable: float | None = None
@@ -114,8 +115,14 @@ def build_registry(collector: DeviceCollector) -> CollectorRegistry:
 
 def make_collector(hub: DeviceHub, *, node_name: str, pods: PodSource | None = None,
                    timeout_seconds: float = 3.0, base_unit_metrics: bool = False,
-                   version: str = __version__, python_version: str | None = None) -> DeviceCollector:
-    """A collector over the hub's devices with its own vendor reader (close it with ``collector.close()``)."""
+                   version: str = __version__, python_version: str | None = None,
+                   dra_driver: str | None = None) -> DeviceCollector:
+    """A collector over the hub's devices with its own vendor reader (close it with ``collector.close()``).
+
+    ``dra_driver`` is the name of our DRA driver for this backend (None: the default name).
+    """
     reader = VendorReader(hub.backend, hub.snapshot, timeout_seconds=timeout_seconds)
+    driver = dra_driver if dra_driver is not None else resource_names.driver_name(None, hub.name)
     return DeviceCollector(reader, pods or StaticPods(), node_name=node_name, backend_name=hub.name,
-                           base_unit_metrics=base_unit_metrics, version=version, python_version=python_version)
+                           base_unit_metrics=base_unit_metrics, version=version, python_version=python_version,
+                           dra_driver=driver)

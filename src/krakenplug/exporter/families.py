@@ -59,7 +59,7 @@ class _Plan:
     """Label tuples and static families for one combination of devices, pod map and driver version."""
 
     def __init__(self, node_name: str, devices: tuple[base.Device, ...],
-                 allocations: tuple[attribution.Allocation, ...], driver_version: str) -> None:
+                 allocations: tuple[attribution.Allocation, ...], driver_version: str, dra_driver: str) -> None:
         self.key = (devices, allocations, driver_version)
         self.info = Family("krakenplug_device_info",
                            "Facts about a device; always 1. Join on node_name, vendor and device_index.",
@@ -71,7 +71,7 @@ class _Plan:
                                   "One series per container using the device (kubelet PodResources); always 1.",
                                   ALLOCATION_LABELS)
         self.rows: list[tuple[base.Device, tuple[str, ...]]] = []  # (device, labels of its value series)
-        users = attribution.assign(allocations, devices)
+        users = attribution.assign(allocations, devices, dra_driver=dra_driver, pool=node_name)
         for device in sorted(devices, key=lambda d: (d.index, d.id)):
             self._add_device(node_name, device, users.get(device.id), driver_version)
 
@@ -91,8 +91,10 @@ class _Plan:
 class FamilyBuilder:
     """Builds the families of each scrape; thread-safe (a plan is replaced whole, never changed)."""
 
-    def __init__(self, *, node_name: str, base_unit_metrics: bool, version: str, python_version: str) -> None:
+    def __init__(self, *, node_name: str, base_unit_metrics: bool, version: str, python_version: str,
+                 dra_driver: str = "") -> None:
         self.node_name = node_name
+        self.dra_driver = dra_driver  # our DRA driver's name: its devices in PodResources are ours too
         self.base_unit_metrics = base_unit_metrics
         self._plan: _Plan | None = None
         self._build_info = Family("krakenplug_exporter_build_info", "Version of the exporter and of Python; always 1.",
@@ -108,7 +110,8 @@ class FamilyBuilder:
     def _plan_for(self, reading: Reading, pods: attribution.PodAttribution) -> _Plan:
         plan = self._plan
         if plan is None or plan.key != (reading.devices, pods.allocations, reading.driver_version):
-            plan = self._plan = _Plan(self.node_name, reading.devices, pods.allocations, reading.driver_version)
+            plan = self._plan = _Plan(self.node_name, reading.devices, pods.allocations, reading.driver_version,
+                                      self.dra_driver)
         return plan
 
     def _values(self, plan: _Plan, reading: Reading) -> list[Family]:

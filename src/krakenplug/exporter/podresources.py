@@ -14,30 +14,18 @@ and ``krakenplug_podresources_up`` says 0. The last good map is kept for a short
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-
-from krakenplug.api import podresources_v1_pb2 as pr_pb2
-from krakenplug.api import podresources_v1_pb2_grpc as pr_grpc
 from krakenplug.exporter import attribution
+from krakenplug.kubelet_podresources import CALL_TIMEOUT_SECONDS, PodResourcesClient, PodResourcesError
 
 logger = logging.getLogger(__name__)
 
-CALL_TIMEOUT_SECONDS = 5.0
 MIN_INTERVAL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
-_CHANNEL_OPTIONS = [
-    # The kubelet recreates the socket when it restarts; reconnect soon rather than after gRPC's 2 min cap.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-]
 
 
 class PodResourcesWatcher:
@@ -65,8 +53,7 @@ class PodResourcesWatcher:
         self._up = False
         self._error = "no PodResources call made yet"
         self._backoff = 0.0
-        self._channel: grpc.Channel | None = None
-        self._stub: pr_grpc.PodResourcesListerStub | None = None
+        self._client = PodResourcesClient(self.socket_path, call_timeout_seconds=call_timeout_seconds)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,13 +63,11 @@ class PodResourcesWatcher:
 
     def close(self) -> None:
         self._stop.set()
+        self._client.close()  # cancels a call in flight, so stopping never waits for a slow kubelet
         if self._thread is not None:
             self._thread.join(timeout=self.call_timeout_seconds + 5)
             self._thread = None
-        with self._lock:
-            if self._channel is not None:
-                self._channel.close()
-                self._channel = self._stub = None
+        self._client.close()
 
     def current(self) -> attribution.PodAttribution:
         with self._lock:
@@ -95,15 +80,18 @@ class PodResourcesWatcher:
             )
 
     def refresh_once(self) -> float:
-        """Makes one ``List`` call (unless the socket is missing); returns the delay before the next."""
-        if not os.path.exists(self.socket_path):
-            self._failed(f"socket {self.socket_path} does not exist")
-            return self.refresh_seconds
+        """Makes one ``List`` call; returns the delay before the next."""
         try:
-            response = self._lister().List(pr_pb2.ListPodResourcesRequest(), timeout=self.call_timeout_seconds)
-        except grpc.RpcError as err:
-            return self._rpc_failed(err)
-        self._succeeded(attribution.flatten(response))
+            allocations = self._client.list()
+        except PodResourcesError as err:
+            if err.rate_limited:
+                self._backoff = min(MAX_BACKOFF_SECONDS, max(2 * self._backoff, self.refresh_seconds, 1.0))
+                self._failed(str(err))
+                logger.debug("next pod resources call in %g s", self._backoff)
+                return self._backoff
+            self._failed(str(err))
+            return self.refresh_seconds
+        self._succeeded(allocations)
         return self.refresh_seconds
 
     # -- internals -------------------------------------------------------------------------------
@@ -112,25 +100,6 @@ class PodResourcesWatcher:
         while not self._stop.is_set():
             delay = self.refresh_once()
             self._stop.wait(max(delay, MIN_INTERVAL_SECONDS))
-
-    def _lister(self) -> pr_grpc.PodResourcesListerStub:
-        with self._lock:
-            if self._stub is None:
-                self._channel = grpc.insecure_channel(f"unix:{self.socket_path.absolute()}", options=_CHANNEL_OPTIONS)
-                self._stub = pr_grpc.PodResourcesListerStub(self._channel)
-            return self._stub
-
-    def _rpc_failed(self, err: grpc.RpcError) -> float:
-        code = err.code() if hasattr(err, "code") else None
-        details = err.details() if hasattr(err, "details") else str(err)
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            self._backoff = min(MAX_BACKOFF_SECONDS, max(2 * self._backoff, self.refresh_seconds, 1.0))
-            self._failed(f"rate-limited by the kubelet: {details}")
-            logger.debug("next pod resources call in %g s", self._backoff)
-            return self._backoff
-        name = code.name if code is not None else "UNKNOWN"
-        self._failed(f"List on {self.socket_path} failed: {name}: {details}")
-        return self.refresh_seconds
 
     def _succeeded(self, allocations: tuple[attribution.Allocation, ...]) -> None:
         with self._lock:

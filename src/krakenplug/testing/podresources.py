@@ -2,12 +2,14 @@
 
 It serves ``v1.PodResourcesLister`` (List, GetAllocatableResources, Get) and, on the same socket, the
 older ``v1alpha1.PodResourcesLister/List``, like the kubelet. Devices are flattened the kubelet's way:
-one ContainerDevices per (device ID, NUMA node). Unary calls are rate limited (100 QPS, burst 10 by
+one ContainerDevices per (device ID, NUMA node). Devices prepared by a DRA driver (``claims``) are
+listed in ``dynamic_resources``, one DynamicResource per claim, as with KubeletPodResourcesDynamicResources. Unary calls are rate limited (100 QPS, burst 10 by
 default) and refused with RESOURCE_EXHAUSTED "rejected by rate limit" beyond that.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,6 +29,23 @@ DEFAULT_RATE_LIMIT = (100.0, 10)  # the kubelet's QPS and burst for this API
 RATE_LIMIT_MESSAGE = "rejected by rate limit"
 
 AllocationsSource = Callable[[], list[Allocation]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimAllocation:
+    """One device of a ResourceClaim that a container uses (by driver, pool and device name)."""
+
+    pod: str
+    namespace: str
+    container: str
+    claim_name: str
+    driver: str
+    pool: str
+    device: str
+    share_id: str | None = None
+
+
+ClaimsSource = Callable[[], list[ClaimAllocation]]
 DevicesSource = Callable[[], Mapping[str, Mapping[str, DeviceView]]]
 
 
@@ -68,15 +87,29 @@ def allocatable_devices(devices: Mapping[str, Mapping[str, DeviceView]]) -> list
                 resource, [(device_id, view.numa_nodes) for device_id, view in views.items() if view.healthy])]
 
 
-def pod_resources(allocations: Iterable[Allocation]) -> list[pr_pb2.PodResources]:
+def pod_resources(allocations: Iterable[Allocation],
+                  claims: Iterable[ClaimAllocation] = ()) -> list[pr_pb2.PodResources]:
     """Pods in the order they were admitted, containers in the order they got devices."""
-    pods: dict[tuple[str, str], dict[str, list[Allocation]]] = {}
-    for allocation in allocations:
+    pods: dict[tuple[str, str], dict[str, list[Allocation | ClaimAllocation]]] = {}
+    for allocation in [*allocations, *claims]:
         containers = pods.setdefault((allocation.namespace, allocation.pod), {})
         containers.setdefault(allocation.container, []).append(allocation)
     return [pr_pb2.PodResources(name=name, namespace=namespace, containers=[
-        pr_pb2.ContainerResources(name=container, devices=container_devices(held))
-        for container, held in containers.items()]) for (namespace, name), containers in pods.items()]
+        pr_pb2.ContainerResources(
+            name=container,
+            devices=container_devices(held for held in used if isinstance(held, Allocation)),
+            dynamic_resources=dynamic_resources(held for held in used if isinstance(held, ClaimAllocation)))
+        for container, used in containers.items()]) for (namespace, name), containers in pods.items()]
+
+
+def dynamic_resources(claims: Iterable[ClaimAllocation]) -> list[pr_pb2.DynamicResource]:
+    """One DynamicResource per claim, its devices as ClaimResources (no CDI devices: not needed here)."""
+    by_claim: dict[tuple[str, str], list[pr_pb2.ClaimResource]] = {}
+    for claim in claims:
+        by_claim.setdefault((claim.namespace, claim.claim_name), []).append(pr_pb2.ClaimResource(
+            driver_name=claim.driver, pool_name=claim.pool, device_name=claim.device, share_id=claim.share_id))
+    return [pr_pb2.DynamicResource(claim_name=name, claim_namespace=namespace, claim_resources=resources)
+            for (namespace, name), resources in by_claim.items()]
 
 
 def _entry(resource: str, device_id: str, node: int | None) -> pr_pb2.ContainerDevices:
@@ -88,14 +121,15 @@ def _entry(resource: str, device_id: str, node: int | None) -> pr_pb2.ContainerD
 
 class _Lister(pr_grpc.PodResourcesListerServicer):
     def __init__(self, allocations: AllocationsSource, devices: DevicesSource,
-                 limiter: TokenBucket | None) -> None:
+                 limiter: TokenBucket | None, claims: ClaimsSource) -> None:
         self._allocations = allocations
         self._devices = devices
         self._limiter = limiter
+        self._claims = claims
 
     def List(self, request, context):
         self._admit(context)
-        return pr_pb2.ListPodResourcesResponse(pod_resources=pod_resources(self._allocations()))
+        return pr_pb2.ListPodResourcesResponse(pod_resources=pod_resources(self._allocations(), self._claims()))
 
     def GetAllocatableResources(self, request, context):
         self._admit(context)
@@ -115,6 +149,7 @@ class _Lister(pr_grpc.PodResourcesListerServicer):
         response = self.List(request, context)
         for pod in response.pod_resources:
             for container in pod.containers:
+                container.ClearField("dynamic_resources")
                 for device in container.devices:
                     device.ClearField("topology")
         return response
@@ -128,10 +163,10 @@ class PodResourcesServer:
     """Serves the API on ``socket_path`` until ``stop()``; ``rate_limit=None`` turns the limit off."""
 
     def __init__(self, socket_path: Path, *, allocations: AllocationsSource, devices: DevicesSource,
-                 rate_limit: tuple[float, int] | None = DEFAULT_RATE_LIMIT) -> None:
+                 rate_limit: tuple[float, int] | None = DEFAULT_RATE_LIMIT, claims: ClaimsSource = list) -> None:
         self.socket_path = Path(socket_path)
         limiter = TokenBucket(*rate_limit) if rate_limit else None
-        self._lister = _Lister(allocations, devices, limiter)
+        self._lister = _Lister(allocations, devices, limiter, claims)
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
 
