@@ -108,13 +108,44 @@ wins over a tag; the tag defaults to the chart's appVersion. Call with (dict "ro
 {{- end }}
 
 {{/*
+One vendor's values: `defaults` with vendors.<vendor> laid over it (see krakenplug.overlay), as YAML.
+Every template reads a vendor through this, so defaults live once. Call with (dict "root" $ "vendor" $vendor).
+*/}}
+{{- define "krakenplug.vendorValues" -}}
+{{- include "krakenplug.overlay" (dict "base" (.root.Values.defaults | default dict) "over" (get .root.Values.vendors .vendor | default dict)) }}
+{{- end }}
+
+{{/*
+Lays the map .over onto the map .base: nested maps merge, anything else replaces, and a null removes the
+key. Unlike sprig's merge, a `false`, `0` or `""` in .over wins. Renders YAML.
+*/}}
+{{- define "krakenplug.overlay" -}}
+{{- $out := deepCopy .base }}
+{{- range $key, $value := .over }}
+{{- if kindIs "invalid" $value }}
+{{- $_ := unset $out $key }}
+{{- else if and (kindIs "map" $value) (kindIs "map" (get $out $key)) }}
+{{- $_ := set $out $key (include "krakenplug.overlay" (dict "base" (get $out $key) "over" $value) | fromYaml) }}
+{{- else }}
+{{- $_ := set $out $key $value }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := $out }}
+{{- if kindIs "invalid" $value }}
+{{- $_ := unset $out $key }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
 The enabled vendors, sorted, as a comma-separated string ("" when none). Templates that need a
 list split it; keeping one definition means NOTES, Service and ServiceMonitor agree.
 */}}
 {{- define "krakenplug.enabledVendors" -}}
 {{- $names := list }}
-{{- range $vendor, $cfg := .Values.vendors }}
-{{- if $cfg.enabled }}
+{{- range $vendor, $_ := .Values.vendors }}
+{{- if (include "krakenplug.vendorValues" (dict "root" $ "vendor" $vendor) | fromYaml).enabled }}
 {{- $names = append $names $vendor }}
 {{- end }}
 {{- end }}
@@ -124,8 +155,9 @@ list split it; keeping one definition means NOTES, Service and ServiceMonitor ag
 {{/* "true" when any enabled vendor runs the exporter (so a metrics Service is worth rendering). */}}
 {{- define "krakenplug.anyExporter" -}}
 {{- $any := false }}
-{{- range $vendor, $cfg := .Values.vendors }}
-{{- if and $cfg.enabled (include "krakenplug.section" (dict "root" $ "cfg" $cfg "name" "exporter") | fromYaml).enabled }}
+{{- range $vendor := splitList "," (include "krakenplug.enabledVendors" $) | compact }}
+{{- $cfg := include "krakenplug.vendorValues" (dict "root" $ "vendor" $vendor) | fromYaml }}
+{{- if (include "krakenplug.section" (dict "root" $ "cfg" $cfg "name" "exporter") | fromYaml).enabled }}
 {{- $any = true }}
 {{- end }}
 {{- end }}

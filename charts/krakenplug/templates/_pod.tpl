@@ -34,12 +34,13 @@ nodeAffinity:
 {{/*
 The host paths one vendor's agent needs, as a YAML list of {name, hostPath, mountPath, readOnly,
 type}. Volumes and volume mounts are both rendered from this one list so they cannot drift apart.
+Vendor-specific paths are data (`hostMounts`, `libraryDirs`); only the component mounts are built here.
 */}}
 {{- define "krakenplug.hostMounts" -}}
 {{- $plugin := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "plugin") | fromYaml }}
 {{- $exporter := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "exporter") | fromYaml }}
 {{- $discovery := include "krakenplug.section" (dict "root" .root "cfg" .cfg "name" "discovery") | fromYaml }}
-{{- $sriov := and (eq .vendor "kunlun") (.cfg.sriov | default dict).enabled }}
+{{- $sriov := (.cfg.sriov | default dict).enabled }}
 {{- $mounts := list }}
 {{- if $plugin.enabled }}
 {{- /* The kubelet's registration socket lives here and our plugin sockets are created here. */}}
@@ -49,24 +50,25 @@ type}. Volumes and volume mounts are both rendered from this one list so they ca
 {{- /* Connecting to a unix socket works on a read-only mount. */}}
 {{- $mounts = append $mounts (dict "name" "pod-resources" "hostPath" $exporter.podResourcesDir "mountPath" $exporter.podResourcesDir "readOnly" true "type" "Directory") }}
 {{- end }}
-{{- if ne .vendor "fake" }}
-{{- /*
-Device nodes appear and disappear at run time (driver reloads, SR-IOV VFs); the host's /dev shows them.
-Read-write like the vendors' own plugins: the runtime creates mount points under /dev (/dev/shm ...),
-which fails on a read-only /dev; the container is privileged anyway.
-*/}}
-{{- $mounts = append $mounts (dict "name" "dev" "hostPath" "/dev" "mountPath" "/dev" "readOnly" false "type" "Directory") }}
-{{- $mounts = append $mounts (dict "name" "sys" "hostPath" "/sys" "mountPath" (include "krakenplug.hostSysDir" .) "readOnly" (not $sriov) "type" "Directory") }}
+{{- range $name, $mount := (.cfg.hostMounts | default dict) }}
+{{- if $mount.hostPath }}
+{{- /* SR-IOV writes sriov_numvfs: the one case where sysfs is mounted read-write. */}}
+{{- $readOnly := and (ne (toString $mount.readOnly) "false") (not (and $sriov (eq $name "sys"))) }}
+{{- $mounts = append $mounts (dict "name" $name "hostPath" $mount.hostPath "mountPath" ($mount.mountPath | default $mount.hostPath) "readOnly" $readOnly "type" ($mount.type | default "")) }}
 {{- end }}
-{{- if eq .vendor "nvidia" }}
-{{- $mounts = append $mounts (dict "name" "driver-root" "hostPath" .cfg.driverRoot "mountPath" (include "krakenplug.driverRootDir" .) "readOnly" true "type" "") }}
-{{- end }}
-{{- if eq .vendor "streamcomputing" }}
-{{- $mounts = append $mounts (dict "name" "hpe-runtime" "hostPath" .cfg.hpeRoot "mountPath" .cfg.hpeRoot "readOnly" true "type" "") }}
 {{- end }}
 {{- range $index, $dir := (.cfg.libraryDirs | default list) }}
 {{- /* No hostPath type check: a node without the driver gets an empty dir and serves zero devices. */}}
 {{- $mounts = append $mounts (dict "name" (printf "library-%d" $index) "hostPath" $dir "mountPath" $dir "readOnly" true "type" "") }}
+{{- end }}
+{{- $dra := include "krakenplug.draSection" (dict "root" .root "cfg" .cfg) | fromYaml }}
+{{- if eq $dra.allocationMode "dra" }}
+{{- /* DRA: the registration socket, the driver's socket + checkpoint, and the per-claim CDI specs. */}}
+{{- $mounts = append $mounts (dict "name" "plugins-registry" "hostPath" $dra.registryDir "mountPath" $dra.registryDir "readOnly" false "type" "DirectoryOrCreate") }}
+{{- $mounts = append $mounts (dict "name" "kubelet-plugins" "hostPath" $dra.pluginsDir "mountPath" $dra.pluginsDir "readOnly" false "type" "DirectoryOrCreate") }}
+{{- end }}
+{{- if or (eq $dra.allocationMode "dra") (and $plugin.enabled $plugin.cdiEnabled) }}
+{{- $mounts = append $mounts (dict "name" "cdi-specs" "hostPath" $dra.cdiDir "mountPath" $dra.cdiDir "readOnly" false "type" "DirectoryOrCreate") }}
 {{- end }}
 {{- if $discovery.featuresDir }}
 {{- $mounts = append $mounts (dict "name" "nfd-features" "hostPath" $discovery.featuresDir "mountPath" $discovery.featuresDir "readOnly" false "type" "DirectoryOrCreate") }}

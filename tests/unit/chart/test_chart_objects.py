@@ -122,7 +122,7 @@ def test_notes_list_the_vendors_and_the_commands_to_check_them(helm) -> None:
     assert "- kunlun:" not in notes
     assert f"kubectl -n {NAMESPACE} get daemonsets -l app.kubernetes.io/instance={RELEASE}" in notes
     assert "kubectl label node <node> krakenplug.pcl.ac.cn/device.vendor=<vendor>" in notes
-    assert "curl -s http://127.0.0.1:9478/metrics" in notes
+    assert "curl -sk http://127.0.0.1:9478/metrics" in notes
     assert "serviceMonitor.enabled is true but the cluster does not serve monitoring.coreos.com/v1" in notes
 
 

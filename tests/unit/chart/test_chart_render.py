@@ -147,7 +147,7 @@ def test_vendor_library_dirs_are_mounted_read_only_at_the_same_path(render, vend
 
 
 def test_nvidia_driver_root_is_mounted_read_only_and_rendered_as_driver_root(render) -> None:
-    objects = render(values=only(["nvidia"], nvidia={"driverRoot": "/run/nvidia/driver"}))
+    objects = render(values=only(["nvidia"], nvidia={"hostMounts": {"driver-root": {"hostPath": "/run/nvidia/driver"}}}))
     mounts = _mounts(by_vendor(objects, "DaemonSet")["nvidia"])
     assert mounts["/host/driver-root"]["hostPath"] == "/run/nvidia/driver"
     assert mounts["/host/driver-root"]["readOnly"] is True
@@ -175,8 +175,9 @@ def test_probes_and_port_follow_the_exporter_settings(render) -> None:
     agent = container(by_vendor(render(values={**only(["fake"]), "exporter": {"port": 9555}}), "DaemonSet")["fake"])
     assert agent["ports"] == [{"name": "metrics", "containerPort": 9555, "protocol": "TCP"}]
     assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    # Liveness must not fail with the vendor library, or a node without a driver would crash-loop.
-    assert agent["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    # An HTTP check: a wedged server still completes TCP handshakes. /healthz stays 200 while the backend is
+    # unavailable (zero devices), so a node without a driver does not crash-loop.
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
 def test_hardware_vendors_run_privileged_and_fake_runs_without_capabilities(render) -> None:

@@ -34,13 +34,22 @@ BAD_VALUES = [
     ("replicas-not-int", ["plugin.replicas=two"], "/plugin/replicas': got string, want integer"),
     ("replicas-zero", ["vendors.fake.plugin.replicas=0"], "/vendors/fake/plugin/replicas': minimum: got 0, want 1"),
     ("log-level", ["log.level=verbose"], "/log/level': value must be one of"),
-    ("seconds-negative", ["vendors.nvidia.callTimeoutSeconds=-1"], "/vendors/nvidia/callTimeoutSeconds'"),
+    ("seconds-negative", ["vendors.nvidia.options.call_timeout_seconds=-1"],
+     "/vendors/nvidia/options/call_timeout_seconds': exclusiveMinimum: got -1, want 0"),
     ("relative-host-path", ["vendors.cambricon.libraryDirs[0]=usr/local/neuware"],
      "'usr/local/neuware' does not match pattern '^/'"),
     ("bad-node-label", ["vendors.nvidia.nodeLabels[0]=not a label"], "'not a label' does not match pattern"),
     ("vf-count-negative", ["vendors.kunlun.sriov.defaultNumVfs=-2"], "/vendors/kunlun/sriov/defaultNumVfs'"),
-    ("vendor-specific-key-elsewhere", ["vendors.ascend.ignoredXids[0]=13"],
-     "additional properties 'ignoredXids' not allowed"),
+    ("vendor-specific-option-elsewhere", ["vendors.ascend.options.ignored_xids[0]=13"],
+     "/vendors/ascend/options': additional properties 'ignored_xids' not allowed"),
+    ("unknown-backend-option", ["defaults.options.colour=blue"],
+     "/defaults/options': additional properties 'colour' not allowed"),
+    ("renamed-key", ["vendors.nvidia.ignoredXids[0]=13"],
+     "/vendors/nvidia/ignoredXids': value must be 'ignoredXids was renamed: set vendors.nvidia.options.ignored_xids'"),
+    ("renamed-driver-root", ["vendors.nvidia.driverRoot=/run/nvidia/driver"],
+     "'driverRoot was renamed: set vendors.nvidia.hostMounts.driver-root.hostPath'"),
+    ("renamed-extra-options", ["vendors.fake.extraOptions.a=1"], "'extraOptions was renamed: set vendors.fake.options'"),
+    ("relative-mount", ["vendors.nvidia.hostMounts.driver-root.hostPath=run/nvidia"], "'run/nvidia' does not match"),
     ("scrape-interval", ["serviceMonitor.interval=15 seconds"], "'15 seconds' does not match pattern"),
     ("image-digest", ["image.digest=latest"], "'latest' does not match pattern"),
 ]
@@ -80,6 +89,6 @@ def test_sriov_without_privilege_is_refused_with_instructions(render_error) -> N
 
 def test_fake_devices_and_a_devices_file_together_are_refused(render_error) -> None:
     error = render_error(values={"vendors": {"fake": {
-        "enabled": True, "extraOptions": {"devices_file": "/data/devices.yaml"},
+        "enabled": True, "options": {"devices_file": "/data/devices.yaml"},
         "devices": [{"id": "sim-0", "model": "Sim", "memory_mb": 1024}]}}})
     assert "vendors.fake: set either devices" in error

@@ -3,12 +3,14 @@ backend registry read it, so every value a user sets reaches the process, and no
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from chartlib import ALL_VENDORS, VALUES_DIR, by_vendor, only
+from chartlib import ALL_VENDORS, CHART, REPO_ROOT, VALUES_DIR, by_vendor, config_of, only
 
-from krakenplug import backends, errors, settings
+from krakenplug import backends, settings
 
 EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))
 
@@ -24,11 +26,6 @@ def _load(configmap: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> s
 def _create(loaded: settings.Settings):
     """backends.create validates backends.<vendor> with the vendor's own options model (extra=forbid)."""
     return backends.create(loaded)
-
-
-def _validated_options(loaded: settings.Settings, vendor: str):
-    """The vendor's options as its backend sees them (pydantic-coerced)."""
-    return backends.load_class(vendor).Options.model_validate(loaded.backend_options(vendor))
 
 
 @pytest.mark.parametrize("vendor", ALL_VENDORS)
@@ -105,9 +102,9 @@ def test_fake_devices_from_values_are_the_devices_the_backend_serves(render, tmp
     assert set(configmap["data"]) == {"config.yaml", "fake-devices.yaml"}
     loaded = _load(configmap, tmp_path, monkeypatch)
     # The pod reads the file at the mount path; here the test's copy stands in for it.
-    options = loaded.backends["fake"]
-    assert options["devices_file"] == "/etc/krakenplug/fake-devices.yaml"
-    options["devices_file"] = str(tmp_path / "fake-devices.yaml")
+    options = loaded.selected_options()
+    assert str(options.devices_file) == "/etc/krakenplug/fake-devices.yaml"  # type: ignore[attr-defined]
+    options.devices_file = tmp_path / "fake-devices.yaml"  # type: ignore[attr-defined]
     backend = _create(loaded)
     backend.open()
     try:
@@ -117,15 +114,16 @@ def test_fake_devices_from_values_are_the_devices_the_backend_serves(render, tmp
     assert found == {("sim-a", "Healthy"), ("sim-b", "Unhealthy")}
 
 
-def test_vendor_options_are_rendered_in_snake_case_and_validated_by_the_backend(render, tmp_path, monkeypatch,
-                                                                               clean_env) -> None:
+def test_vendor_options_pass_through_verbatim_and_are_validated_by_the_backend(render, tmp_path, monkeypatch,
+                                                                              clean_env) -> None:
     values = only(["nvidia", "ascend", "streamcomputing", "kunlun"],
-                  nvidia={"ignoredXids": [13], "fatalXids": [48, 79], "healthChecks": False,
-                          "callTimeoutSeconds": 2, "healthPollIntervalSeconds": 7,
-                          "libraryPath": "/opt/libnvidia-ml.so.1"},
-                  ascend={"driverMounts": ["/usr/local/Ascend/driver"]},
-                  streamcomputing={"mountHpeRuntime": False, "maxDevicesPerContainer": 2,
-                                   "smiPath": "/opt/hpe/bin/stc-smi", "hpeRoot": "/opt/hpe"},
+                  nvidia={"options": {"ignored_xids": [13], "fatal_xids": [48, 79], "health_checks": False,
+                                      "call_timeout_seconds": 2, "health_poll_interval_seconds": 7,
+                                      "library_path": "/opt/libnvidia-ml.so.1"}},
+                  ascend={"options": {"driver_mounts": ["/usr/local/Ascend/driver"]}},
+                  streamcomputing={"libraryDirs": ["/opt/hpe"],
+                                   "options": {"mount_hpe_runtime": False, "max_devices_per_container": 2,
+                                               "smi_path": "/opt/hpe/bin/stc-smi", "hpe_root": "/opt/hpe"}},
                   kunlun={"sriov": {"enabled": True, "defaultNumVfs": 2, "nodeLabel": "example.com/vfs"}})
     configmaps = by_vendor(render(values=values), "ConfigMap")
     expected = {
@@ -141,28 +139,51 @@ def test_vendor_options_are_rendered_in_snake_case_and_validated_by_the_backend(
     for vendor, options in expected.items():
         directory = tmp_path / vendor
         directory.mkdir()
+        assert config_of(configmaps[vendor])["backends"][vendor] == options
         loaded = _load(configmaps[vendor], directory, monkeypatch)
-        assert loaded.backends[vendor] == options
         _create(loaded)
-        validated = _validated_options(loaded, vendor)
+        validated = loaded.selected_options()
         for key, value in options.items():
             assert getattr(validated, key) == value or str(getattr(validated, key)) == value, key
 
 
 def test_kunlun_without_sriov_ignores_the_vf_label(render, tmp_path, monkeypatch, clean_env) -> None:
-    loaded = _load(by_vendor(render(values=only(["kunlun"])), "ConfigMap")["kunlun"], tmp_path, monkeypatch)
-    assert loaded.backends["kunlun"] == {"sriov_node_label": None, "sysfs_root": "/host/sys"}
+    configmap = by_vendor(render(values=only(["kunlun"])), "ConfigMap")["kunlun"]
+    assert config_of(configmap)["backends"]["kunlun"] == {"sriov_node_label": None, "sysfs_root": "/host/sys"}
+    loaded = _load(configmap, tmp_path, monkeypatch)
     _create(loaded)
-    assert _validated_options(loaded, "kunlun").sriov_node_label is None
+    assert loaded.selected_options().sriov_node_label is None  # type: ignore[attr-defined]
 
 
-def test_extra_options_are_passed_verbatim_and_unknown_ones_are_refused_by_the_agent(render, tmp_path, monkeypatch,
-                                                                                   clean_env) -> None:
-    good = _load(by_vendor(render(values=only(["fake"], fake={"extraOptions": {"watch_interval_seconds": 0.5}})),
+def test_any_backend_option_passes_through_and_unknown_ones_are_refused(render, render_error, tmp_path, monkeypatch,
+                                                                       clean_env) -> None:
+    good = _load(by_vendor(render(values=only(["fake"], fake={"options": {"watch_interval_seconds": 0.5}})),
                            "ConfigMap")["fake"], tmp_path, monkeypatch)
     _create(good)
-    assert _validated_options(good, "fake").watch_interval_seconds == 0.5
-    bad = _load(by_vendor(render(values=only(["fake"], fake={"extraOptions": {"no_such_option": 1}})),
-                          "ConfigMap")["fake"], tmp_path, monkeypatch)
-    with pytest.raises(errors.ConfigError, match="backends.fake.no_such_option"):
-        _create(bad)
+    assert good.selected_options().watch_interval_seconds == 0.5  # type: ignore[attr-defined]
+    error = render_error(values=only(["fake"], fake={"options": {"no_such_option": 1}}))
+    assert "/vendors/fake/options': additional properties 'no_such_option' not allowed" in error
+
+
+def test_defaults_hold_what_every_vendor_shares_and_a_vendor_overrides_them(render, tmp_path, monkeypatch,
+                                                                           clean_env) -> None:
+    values = {**only(["nvidia", "ascend"], ascend={"options": {"call_timeout_seconds": 9}}),
+              "defaults": {"options": {"call_timeout_seconds": 4}, "failOnInitError": True}}
+    configmaps = by_vendor(render(values=values), "ConfigMap")
+    nvidia, ascend = (config_of(configmaps[vendor]) for vendor in ("nvidia", "ascend"))
+    assert nvidia["backends"]["nvidia"]["call_timeout_seconds"] == 4
+    assert ascend["backends"]["ascend"]["call_timeout_seconds"] == 9
+    assert nvidia["fail_on_init_error"] is True and ascend["fail_on_init_error"] is True
+    assert nvidia["backends"]["nvidia"]["driver_root"] == "/host/driver-root"  # the vendor's own keep
+
+
+def test_no_template_branches_on_a_vendor_name() -> None:
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            assert "eq .vendor" not in template.read_text() and "eq $vendor" not in template.read_text(), template
+
+
+def test_committed_schema_is_the_generated_one() -> None:
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "ci" / "gen-values-schema.py"), "--check"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
