@@ -51,8 +51,9 @@ def connect(kubeconfig: Path | None) -> client.ApiClient:
     configuration.retries = urllib3.Retry(total=1, connect=1, read=1, redirect=0, status=0)
     try:
         if kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(kubeconfig), persist_config=False,
-                                                 client_configuration=configuration)
+            api_client: client.ApiClient = config.new_client_from_config(
+                config_file=str(kubeconfig), persist_config=False, client_configuration=configuration)
+            return api_client
         config.load_incluster_config(client_configuration=configuration)
         return client.ApiClient(configuration=configuration)
     except (ConfigException, OSError, ValueError, TypeError) as err:

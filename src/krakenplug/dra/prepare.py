@@ -107,11 +107,11 @@ class Preparer:
             edits[names[request]] = cdi.container_edits(merged)
         filename = self.spec_file(allocation.uid)
         cdi.write_json(self._cdi_dir, filename, cdi.spec(self._kind, edits))
-        devices = tuple(PreparedDevice(request_names=(d.request,), pool=d.pool, device=d.device,
-                                       cdi_ids=(cdi.qualified(self._kind, names[d.request]),), share_id=d.share_id)
-                        for d in allocation.devices)
+        prepared = tuple(PreparedDevice(request_names=(d.request,), pool=d.pool, device=d.device,
+                                        cdi_ids=(cdi.qualified(self._kind, names[d.request]),), share_id=d.share_id)
+                         for d in allocation.devices)
         return PreparedClaim(uid=allocation.uid, namespace=allocation.namespace, name=allocation.name,
-                             spec_file=filename, devices=devices)
+                             spec_file=filename, devices=prepared)
 
     def unprepare(self, ref: ClaimRef) -> None:
         """Removes the claim's spec and checkpoint entry; a claim we never prepared is already unprepared."""

@@ -115,13 +115,17 @@ class DraBetaServicer(dra_beta_grpc.DRAPluginServicer):
         for entry in answer.claims.values():
             for device in entry.devices:
                 device.ClearField("share_id")
-        return dra_beta_pb2.NodePrepareResourcesResponse.FromString(answer.SerializeToString())
+        translated: dra_beta_pb2.NodePrepareResourcesResponse = dra_beta_pb2.NodePrepareResourcesResponse.FromString(
+            answer.SerializeToString())
+        return translated
 
     def NodeUnprepareResources(self, request: dra_beta_pb2.NodeUnprepareResourcesRequest,
                                context: grpc.ServicerContext) -> dra_beta_pb2.NodeUnprepareResourcesResponse:
         answer = self._current.NodeUnprepareResources(
             dra_pb2.NodeUnprepareResourcesRequest.FromString(request.SerializeToString()), context)
-        return dra_beta_pb2.NodeUnprepareResourcesResponse.FromString(answer.SerializeToString())
+        translated: dra_beta_pb2.NodeUnprepareResourcesResponse = \
+            dra_beta_pb2.NodeUnprepareResourcesResponse.FromString(answer.SerializeToString())
+        return translated
 
 
 def health_response(devices: Sequence[base.Device], *, pool: str, name_of: Callable[[base.Device], str],

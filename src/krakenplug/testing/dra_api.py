@@ -180,7 +180,7 @@ class ResourceApiServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(
