@@ -32,27 +32,25 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_class(name: str) -> type:
+def load_class(name: str) -> base.BackendClass:
     """Imports the backend class registered under ``name``."""
     try:
         target = _REGISTRY[name]
     except KeyError:
         raise errors.ConfigError(f"backend: unknown backend {name!r}; known backends: {', '.join(names())}") from None
     module_name, class_name = target.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    cls: base.BackendClass = getattr(importlib.import_module(module_name), class_name)
+    return cls
 
 
 def options_class(name: str) -> type[base.BackendOptions]:
     """The options model of backend ``name`` (lives in its package; imported only when asked for)."""
-    options: type[base.BackendOptions] = load_class(name).Options
-    return options
+    return load_class(name).Options
 
 
 def create(settings: Settings) -> base.Backend:
     """Builds the configured backend (not yet opened); its options were validated with the settings."""
-    cls = load_class(settings.backend)
-    backend: base.Backend = cls(settings.selected_options(), node_name=settings.node_name)
-    return backend
+    return load_class(settings.backend)(settings.selected_options(), node_name=settings.node_name)
 
 
 def open_backend(settings: Settings) -> base.Backend:
@@ -63,14 +61,19 @@ def open_backend(settings: Settings) -> base.Backend:
     except errors.BackendUnavailable as err:
         if settings.fail_on_init_error:
             raise
-        _log_unavailable(settings.backend, err)
+        _log_unavailable(settings.backend, err, vendor_library=isinstance(backend, base.SupportsLibraryInfo))
         return fallback.RetryingBackend(backend, first_error=err)
     return backend
 
 
-def _log_unavailable(name: str, err: Exception) -> None:
+def _log_unavailable(name: str, err: Exception, *, vendor_library: bool) -> None:
+    """The agent's advice (``krakenplug run``); driver and DaemonSet hints only for backends with a vendor library."""
     logger.warning("backend %s is unavailable: %s", name, err)
+    if not vendor_library:  # the fake backend: the error names the file, line and field to fix
+        logger.warning("serving zero devices and retrying in the background; set fail_on_init_error to make this "
+                       "fatal")
+        return
     logger.warning("serving zero devices and retrying in the background; if this node has %s devices, check "
                    "that the driver is loaded and the library path in backends.%s is mounted", name, name)
-    logger.warning("if this is not a %s node, fix the DaemonSet's nodeSelector/affinity; set fail_on_init_error "
-                   "to make this fatal", name)
+    logger.warning("if this node should not run the %s backend, fix the DaemonSet's nodeSelector/affinity; set "
+                   "fail_on_init_error to make this fatal", name)

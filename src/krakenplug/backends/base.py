@@ -15,12 +15,13 @@ import fnmatch
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Backend",
+    "BackendClass",
     "BackendOptions",
     "ContainerAllocation",
     "Device",
@@ -32,6 +33,7 @@ __all__ = [
     "SupportsAllocationLimit",
     "SupportsDriverVersion",
     "SupportsHealthEvents",
+    "SupportsLastError",
     "SupportsLibraryInfo",
     "LibraryInfo",
     "SupportsPreferredAllocation",
@@ -154,7 +156,12 @@ class BackendOptions(BaseModel):
 
 
 class Backend(Protocol):
-    """What every vendor backend provides. Implementations must be thread-safe."""
+    """What every vendor backend provides. Implementations must be thread-safe.
+
+    A backend class also has an ``Options`` model and the constructor ``cls(options, *, node_name)``:
+    :class:`BackendClass` is that contract, what the registry builds backends from. Anything beyond
+    this is an optional capability below, detected with ``isinstance``.
+    """
 
     name: ClassVar[str]
 
@@ -165,13 +172,37 @@ class Backend(Protocol):
         """Releases the vendor library; safe to call twice."""
 
     def devices(self) -> Sequence[Device]:
-        """A full, fresh snapshot of the devices and their health."""
+        """A full, fresh snapshot of the devices and their health (the device hub is the only caller)."""
 
     def allocate(self, devices: Sequence[Device]) -> ContainerAllocation:
         """Device nodes, env vars and mounts for a container that gets ``devices``."""
 
     def sample(self, device: Device) -> DeviceSample:
         """Utilization and memory (plus temperature/power where offered) of one device."""
+
+    def driver_version(self) -> str | None:
+        """The vendor driver's version, None when the library does not say."""
+
+
+class BackendClass(Protocol):
+    """A backend class as the registry uses it: its name, its options model and its constructor."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def Options(self) -> type[BackendOptions]: ...  # noqa: N802 - the class attribute's name
+
+    # ``options`` is an instance of this class's own ``Options`` (a subclass of BackendOptions), which
+    # a parameter type here cannot say; the registry validates it with ``Options`` first.
+    def __call__(self, options: Any, /, *, node_name: str = "") -> Backend: ...
+
+
+@runtime_checkable
+class SupportsLastError(Protocol):
+    """A backend that can be unavailable at run time (the retrying wrapper) says why."""
+
+    last_error: Exception | None
 
 
 @runtime_checkable
@@ -197,6 +228,8 @@ class SupportsAllocationLimit(Protocol):
 
 @runtime_checkable
 class SupportsDriverVersion(Protocol):
+    """Every Backend has ``driver_version`` now; this remains for callers that still check (DRA, exporter)."""
+
     def driver_version(self) -> str | None: ...
 
 

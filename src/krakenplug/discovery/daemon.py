@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Mapping
 
-from krakenplug.backends import base
 from krakenplug.backoff import Backoff
 from krakenplug.cluster import config as cluster_config
 from krakenplug.cluster import nodes
@@ -166,11 +165,8 @@ class Labeller:
         return labels.vendor_labels(self._namespace, devices, self._driver_version() if devices else None)
 
     def _driver_version(self) -> str | None:
-        backend = self._hub.backend
-        if not isinstance(backend, base.SupportsDriverVersion):
-            return None
         try:
-            version = backend.driver_version()
+            version = self._hub.backend.driver_version()
         except Exception as err:  # noqa: BLE001 - an optional vendor query; labelling goes on without it
             self._problems.report("driver", str(err), logging.WARNING, "reading the driver version of %s failed: %s",
                                   self._namespace, err)
