@@ -31,6 +31,9 @@ from fakelib import (
     fixture_values,
 )
 
+from fakenvml import H100, PROFILE_1G, PROFILE_3G, h100, mig_fields
+
+import fakenvml
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
 from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, mig, xid
@@ -280,6 +283,8 @@ def test_cli_devices_json(libnvml: Path, fixture: Fixture, host: FakeHost) -> No
             for r in rows] == [
         (UUID0, "NVIDIA H100 80GB HBM3", 81559, 0, "0000:3b:00.0", "Healthy"),
         (UUID1, "NVIDIA A100-SXM4-40GB", 40960, 1, "0000:af:00.0", "Healthy")]
+    assert rows[0]["library"] == {"library": str(libnvml), "api": "NVML 12.550.54.15 (driver 550.54.15)",
+                                  "path": "pynvml; memory v2; mig_strategy=none", "reason": ""}
 
 
 def test_xid_lists_accept_comma_separated_strings_and_name_bad_values(clean_env: None) -> None:
@@ -347,29 +352,14 @@ def test_mig_enabled_gpu_recovers_although_utilization_is_not_supported(libnvml:
 
 # -- MIG ----------------------------------------------------------------------------------------------
 
-H100 = "NVIDIA H100 80GB HBM3"
 MIG_A = "MIG-1a2b3c4d-0000-5000-8000-000000000001"
 MIG_B = "MIG-1a2b3c4d-0000-5000-8000-000000000002"
 MIG_C = "MIG-1a2b3c4d-0000-5000-8000-000000000003"
 MIG_D = "MIG-1a2b3c4d-0000-5000-8000-000000000004"
-# (UUID, GPU instance, compute instance, GI slices, CI slices, memory MiB): H100 80GB profiles
-PROFILE_3G = (3, 3, 40448)
-PROFILE_1G = (1, 1, 9856)
-
-
-def mig_fields(*devices: tuple[int, str, int, int, tuple[int, int, int]]) -> dict[str, object]:
-    """Fixture fields of a MIG-enabled GPU: (index, UUID, GI, CI, (GI slices, CI slices, MiB)) per MIG device."""
-    fields: dict[str, object] = {"mig_mode": 1}
-    for position, uuid, gi, ci, (gi_slices, ci_slices, memory) in devices:
-        fields.update({f"mig{position}.uuid": uuid, f"mig{position}.gi": gi, f"mig{position}.ci": ci,
-                       f"mig{position}.gi_slices": gi_slices, f"mig{position}.ci_slices": ci_slices,
-                       f"mig{position}.memory_mb": memory})
-    return fields
 
 
 def mig_gpus(gpu0: dict[str, object], gpu1: dict[str, object]) -> list[dict[str, object]]:
-    return [{"uuid": UUID0, "name": H100, "bus_id": "0000:3b:00.0", "minor": 0, "memory_total_mb": 81559, **gpu0},
-            {"uuid": UUID1, "name": H100, "bus_id": "0000:af:00.0", "minor": 3, "memory_total_mb": 81559, **gpu1}]
+    return [h100(UUID0, "0000:3b:00.0", 0, **gpu0), h100(UUID1, "0000:af:00.0", 3, **gpu1)]
 
 
 # GPU 0: a 3g.40gb (GI 1) and, at MIG index 2 (index 1 is a hole), a 1g.10gb (GI 9); GPU 1 MIG off.
@@ -380,13 +370,7 @@ UNIFORM = mig_gpus(mig_fields((0, MIG_A, 1, 0, PROFILE_3G), (1, MIG_B, 2, 0, PRO
 
 
 def add_mig_capabilities(host: FakeHost, proc: Path, gpu_minor: int, gi: int, ci: int, minors: tuple[int, int]) -> None:
-    """The driver's /proc capability files of one MIG device and its /dev/nvidia-caps nodes."""
-    caps = proc / "driver" / "nvidia" / "capabilities" / f"gpu{gpu_minor}" / "mig" / f"gi{gi}"
-    (caps / f"ci{ci}").mkdir(parents=True, exist_ok=True)
-    for path, minor in ((caps / "access", minors[0]), (caps / f"ci{ci}" / "access", minors[1])):
-        path.write_text(f"DeviceFileMinor: {minor}\nDeviceFileMode: 292\nDeviceFileModify: 1\n")
-        (host.dev / "nvidia-caps").mkdir(exist_ok=True)
-        (host.dev / "nvidia-caps" / f"nvidia-cap{minor}").write_text("")
+    fakenvml.add_mig_capabilities(host.dev, proc, gpu_minor, gi, ci, minors)
 
 
 @pytest.fixture
