@@ -1,4 +1,4 @@
-"""What a vendor backend remembers about its devices between snapshots, and the health-polling loop.
+"""What a vendor backend remembers about its devices between snapshots (the device hub polls ``devices()``).
 
 A device that was seen once keeps its identity when a later query about it fails: it is reported
 Unhealthy with the reason instead of vanishing from the kubelet's view, and it recovers as soon as the
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Collection, Hashable
 
 from krakenplug.backends import base
 
@@ -88,29 +88,3 @@ class DeviceBook:
                 logger.info("%s returns in time again", function)
                 if not calls:
                     del self._stuck[key]
-
-
-def poll_health(stop: threading.Event, changed: Callable[[], None], snapshot: Callable[[], Sequence[base.Device]],
-                *, interval_seconds: float) -> None:
-    """Takes a snapshot every ``interval_seconds`` and calls ``changed()`` when it differs from the last.
-
-    This is how ctypes backends report health in both directions: the snapshot itself queries health.
-    ``changed()`` is also called once after the first snapshot, so a change that happened between the
-    caller's own first ``devices()`` and the start of watching is never lost.
-    """
-    previous = safe_snapshot(snapshot)
-    changed()
-    while not stop.wait(interval_seconds):
-        current = safe_snapshot(snapshot)
-        if current is not None and current != previous:
-            previous = current
-            changed()
-
-
-def safe_snapshot(snapshot: Callable[[], Sequence[base.Device]]) -> tuple[base.Device, ...] | None:
-    """The snapshot as a tuple, or None (logged) when taking it failed."""
-    try:
-        return tuple(snapshot())
-    except Exception as err:  # a failed poll must not end health watching
-        logger.warning("health poll failed: %s", err)
-        return None
