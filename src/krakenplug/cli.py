@@ -26,39 +26,80 @@ EXIT_CONFIG = 2
 EXIT_BACKEND = 3
 
 
+DESCRIPTION = """\
+KrakenPlug: one node agent for AI accelerators on Kubernetes (NVIDIA, Huawei Ascend, Cambricon,
+Kunlunxin, StreamComputing, and a fake backend for trying it out): a kubelet device plugin, a
+Prometheus exporter and node labels, all from one view of the node's devices."""
+
+EPILOG = """\
+examples:
+  krakenplug demo                       kubelet simulator + agent on fake devices, no cluster needed
+  krakenplug devices                    the devices the default backend (fake) sees
+  krakenplug devices --backend nvidia   the GPUs NVML reports on this machine
+  krakenplug run --config FILE          the node agent, as the Helm chart starts it
+  krakenplug run --help                 every agent flag with its default
+
+Flags override environment variables (KRAKENPLUG_<SECTION>__<FIELD>), which override the --config
+file, which overrides the defaults. Exit codes: 0 ok, 1 a component failed, 2 invalid settings,
+3 the backend failed to initialise (run: only with --fail-on-init-error)."""
+
+
+def _default(path: str) -> str:
+    """The settings default of a dotted field, for --help (every flag itself defaults to "not given")."""
+    model: Any = settings.Settings
+    *sections, name = path.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation
+    return str(model.model_fields[name].get_default(call_default_factory=True))
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", help="backend name (%s)" % ", ".join(backends.names()))
+    parser.add_argument("--backend", help="backend name: %s (default: %s)" % (", ".join(backends.names()),
+                                                                             _default("backend")))
     parser.add_argument("--config", help="YAML config file (the chart's ConfigMap); env KRAKENPLUG_CONFIG")
     parser.add_argument("--fake-devices", metavar="FILE", help="device file of the fake backend")
     parser.add_argument("--node-name", help="this node's name (default: env NODE_NAME, else the hostname)")
     parser.add_argument("--backend-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the selected backend (backends.<name>.KEY), repeatable")
     parser.add_argument("--fail-on-init-error", action="store_true", default=None,
-                        help="exit non-zero if the vendor library cannot be initialised")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", choices=["plain", "json"])
+                        help="exit 3 if the vendor library cannot be initialised (default: serve zero devices "
+                             "and retry every minute)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log level, to stderr (default: %s)" % _default("log.level"))
+    parser.add_argument("--log-format", choices=["plain", "json"],
+                        help="plain for people, json for log pipelines (default: %s)" % _default("log.format"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="krakenplug", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="krakenplug", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"krakenplug {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the node agent (device plugin, exporter, discovery as enabled)")
+    run = sub.add_parser("run", help="run the node agent (device plugin, exporter, discovery as enabled)",
+                         description="Runs the components that settings enable on one shared backend until "
+                                     "SIGTERM or SIGINT. Flags override the config file and the environment.")
     _add_common(run)
-    run.add_argument("--device-plugin-dir", help="kubelet device-plugin directory")
-    run.add_argument("--pod-resources-socket", help="kubelet PodResources socket")
-    run.add_argument("--metrics-address", metavar="HOST:PORT", help="exporter listen address")
-    run.add_argument("--replicas", type=int, help="time-slicing replicas per device")
+    run.add_argument("--device-plugin-dir", metavar="DIR",
+                     help="kubelet device-plugin directory (default: %s)" % _default("plugin.device_plugin_dir"))
+    run.add_argument("--pod-resources-socket", metavar="PATH",
+                     help="kubelet PodResources socket (default: %s)" % _default("exporter.pod_resources_socket"))
+    run.add_argument("--metrics-address", metavar="HOST:PORT",
+                     help="exporter listen address (default: %s)" % _default("exporter.address"))
+    run.add_argument("--replicas", type=int,
+                     help="time-slicing replicas per device (default: %s)" % _default("plugin.replicas"))
     run.add_argument("--sriov-num-vfs", type=int, help="SR-IOV VFs per device for backends that support it")
     run.add_argument("--kubeconfig", metavar="FILE",
                      help="kubeconfig for the API server (discovery, SR-IOV, DRA); default: env KUBECONFIG, "
                           "else the pod's service account, else ~/.kube/config, as kubectl does")
     for component in COMPONENTS:
         run.add_argument(f"--{component}", dest=component, action=argparse.BooleanOptionalAction, default=None,
-                         help=f"enable or disable the {component} component")
+                         help=f"enable or disable the {component} component "
+                              f"(default: {'on' if _default(component + '.enabled') == 'True' else 'off'})")
 
-    devices = sub.add_parser("devices", help="print the devices a backend sees")
+    devices = sub.add_parser("devices", help="print the devices a backend sees",
+                             description="Prints the devices a backend sees, once. Exits 3 with the reason "
+                                         "when the backend cannot be opened (no driver, a broken fake file).")
     _add_common(devices)
     devices.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -109,7 +150,13 @@ def load_settings(args: argparse.Namespace) -> settings.Settings:
 
 
 def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
-    backend = backends.open_backend(config)
+    # Not open_backend(): its zero-device fallback and DaemonSet advice are for the agent, not a one-shot look.
+    backend = backends.create(config)
+    try:
+        backend.open()
+    except errors.BackendUnavailable as err:
+        print(f"krakenplug devices: backend {config.backend} is unavailable: {err}", file=sys.stderr)
+        return EXIT_BACKEND
     try:
         found = list(backend.devices())
         library = backend.library_info() if isinstance(backend, base.SupportsLibraryInfo) else None

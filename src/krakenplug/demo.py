@@ -215,6 +215,7 @@ def _serve_until_interrupted(session: _Session) -> None:
     if session.exporter:
         print(f"  curl -s http://127.0.0.1:{session.port}/metrics | grep krakenplug_device_")
     print(f"  edit {session.devices_file} (health, utilization) and watch the metrics change")
+    print(f"  a malformed edit is logged with its line and field to {session.log_path}; the last good state is kept")
     print("Press Ctrl-C to stop.")
     with contextlib.suppress(KeyboardInterrupt):
         while True:

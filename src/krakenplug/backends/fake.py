@@ -303,9 +303,12 @@ def parse_devices_file(text: str, *, source: str) -> _FakeFile:
     try:
         parsed = _FakeFile.model_validate(data)
     except pydantic.ValidationError as err:
-        problem = err.errors()[0]
+        # An unknown key first: `device:` for `devices:` is a typo, and "devices: Field required" hides it.
+        problems = err.errors()
+        problem = next((p for p in problems if p["type"] == "extra_forbidden"), problems[0])
+        message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
         raise errors.ConfigError(f"fake devices file {source}{_line_of(_compose(text), problem['loc'])}: "
-                                 f"{_dotted(problem['loc'])}: {problem['msg']} (got {_cut(problem.get('input'))})"
+                                 f"{_dotted(problem['loc'])}: {message} (got {_cut(problem.get('input'))})"
                                  ) from err
     node: yaml.Node | None = None
     seen: set[str] = set()
