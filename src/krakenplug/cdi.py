@@ -94,33 +94,62 @@ def remove_spec(directory: Path, filename: str) -> bool:
 
 
 class DeviceSpecs:
-    """The device plugin's spec: one CDI device per physical device, rewritten when the devices change.
+    """The device plugin's specs: per vendor, kind ``<prefix>/<vendor>`` with one CDI device per physical
+    device (named by its ID, as the plugin's Allocate names them), rewritten when the devices change.
 
     Env vars stay out of these per-device edits: several devices of one container would overwrite each
-    other's ``*_VISIBLE_DEVICES``; the device plugin's Allocate response carries the env itself.
+    other's ``*_VISIBLE_DEVICES``; the device plugin's Allocate response carries the env itself. A spec
+    that cannot be written is logged once and retried on the next update; the plugin keeps serving.
     """
 
-    def __init__(self, directory: Path, kind: str, backend: base.Backend) -> None:
+    def __init__(self, directory: Path, prefix: str, backend: base.Backend) -> None:
         self.directory = Path(directory)
-        self.kind = kind
-        self.filename = device_name(kind.replace("/", "_")) + ".json"
+        self.prefix = prefix
         self._backend = backend
-        self._written: Json | None = None
+        self._written: dict[str, Json] = {}  # file name -> content
+        self._failing = False
+
+    def kind(self, device: base.Device) -> str:
+        return f"{self.prefix}/{device.vendor}"
 
     def cdi_id(self, device: base.Device) -> str:
-        return qualified(self.kind, device_name(device.id))
+        return qualified(self.kind(device), device_name(device.id))
+
+    def filename(self, kind: str) -> str:
+        return device_name(kind.replace("/", "_")) + ".json"
 
     def update(self, devices: Sequence[base.Device]) -> bool:
-        """Rewrites the spec when its content changes; True when it did."""
-        wanted = spec(self.kind, {device_name(device.id): container_edits(self._backend.allocate([device]), env=False)
-                                  for device in devices})
-        if wanted == self._written and (self.directory / self.filename).exists():
-            return False
-        write_json(self.directory, self.filename, wanted)
-        self._written = wanted
-        logger.info("wrote CDI spec %s with %d device(s)", self.directory / self.filename, len(devices))
-        return True
+        """Rewrites the specs whose content changed; True when any was written."""
+        by_kind: dict[str, dict[str, Json]] = {}
+        for device in devices:
+            edits = container_edits(self._backend.allocate([device]), env=False)
+            by_kind.setdefault(self.kind(device), {})[device_name(device.id)] = edits
+        wrote = False
+        try:
+            for kind, entries in sorted(by_kind.items()):
+                filename, wanted = self.filename(kind), spec(kind, entries)
+                if self._written.get(filename) == wanted and (self.directory / filename).exists():
+                    continue
+                write_json(self.directory, filename, wanted)
+                self._written[filename] = wanted
+                wrote = True
+                logger.info("wrote CDI spec %s with %d device(s)", self.directory / filename, len(entries))
+            for filename in sorted(set(self._written) - {self.filename(kind) for kind in by_kind}):
+                remove_spec(self.directory, filename)  # the vendor's last device is gone
+                del self._written[filename]
+                wrote = True
+        except OSError as err:
+            if not self._failing:
+                logger.warning("writing CDI specs to %s failed (%s); CDI names of the device plugin cannot be "
+                               "resolved until it works", self.directory, err)
+            self._failing = True
+            return wrote
+        if self._failing:
+            logger.info("writing CDI specs to %s works again", self.directory)
+        self._failing = False
+        return wrote
 
     def remove(self) -> None:
-        remove_spec(self.directory, self.filename)
-        self._written = None
+        for filename in list(self._written):
+            remove_spec(self.directory, filename)
+        self._written.clear()

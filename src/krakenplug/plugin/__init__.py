@@ -12,7 +12,7 @@ import logging
 import threading
 from pathlib import Path
 
-from krakenplug import fswatch
+from krakenplug import cdi, fswatch
 from krakenplug.hub import DeviceHub, Snapshot
 from krakenplug.plugin import manager as manager_mod
 from krakenplug.plugin import watcher
@@ -44,8 +44,10 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     follower.start()
     logger.info("device plugin starting on node %s: directory %s (%s), replicas %d", settings.node_name,
                 config.device_plugin_dir, "inotify" if directory.inotify else "polled", config.replicas)
+    # With cdi_enabled Allocate names CDI devices; write their specs, as no vendor but NVIDIA ships them.
+    specs = cdi.DeviceSpecs(settings.cdi_dir, config.cdi_prefix, hub.backend) if config.cdi_enabled else None
     try:
-        _serve(manager, hub, stop, pulse, directory)
+        _serve(manager, hub, stop, pulse, directory, specs)
     finally:
         unsubscribe()
         directory.close()
@@ -56,12 +58,14 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
 
 
 def _serve(manager: manager_mod.Manager, hub: DeviceHub, stop: threading.Event, pulse: watcher.Pulse,
-           directory: fswatch.DirectoryWatch) -> None:
+           directory: fswatch.DirectoryWatch, specs: cdi.DeviceSpecs | None = None) -> None:
     applied: Snapshot | None = None
     while not stop.is_set():
         seen = pulse.count  # read before looking, so an event during this pass ends the next wait at once
         snapshot = hub.snapshot()
         if applied is None or snapshot.version != applied.version:
+            if specs is not None:
+                specs.update(snapshot.devices)  # before the kubelet can be told of a new device
             manager.apply(snapshot.devices)
             applied = snapshot
         else:
