@@ -186,6 +186,12 @@ def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def hub_poll_seconds(config: settings.Settings) -> float:
+    """How often the device hub re-reads the backend: ``plugin.rescan_interval_seconds``, or the backend's
+    ``health_poll_interval_seconds`` where that asks for more often (health comes from the same read)."""
+    return min(config.plugin.rescan_interval_seconds, config.selected_options().health_poll_interval_seconds)
+
+
 def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> int:
     """Runs every enabled component on one shared backend until SIGTERM/SIGINT or ``stop``."""
     stop = stop or threading.Event()
@@ -195,7 +201,7 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     backend = backends.open_backend(config)
     if isinstance(backend, base.SupportsSriov):  # the backend manages VFs: keep them at the wanted count
         enabled.append("sriov")
-    devices = hub.DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds, name=config.backend)
+    devices = hub.DeviceHub(backend, poll_seconds=hub_poll_seconds(config), name=config.backend)
     devices.start(stop)
     failures: list[str] = []
 
