@@ -1,8 +1,8 @@
 """Shared set-up of the exporter benchmarks: a node with N fake devices and P pods, measured from outside.
 
 The exporter runs as a real ``krakenplug run --no-plugin --no-discovery`` process; a small PodResources
-v1 server in this process plays the kubelet. The reference for latency is the same HTTP server class
-serving a pre-rendered payload, also in its own process (``python bench/exporter_common.py static``).
+v1 server in this process plays the kubelet. The reference for latency is the same HTTP server (and
+WSGI gateway) serving a pre-rendered payload from a trivial WSGI app, also in its own process (``python bench/exporter_common.py static``).
 CPU is read from /proc/<pid>/task/*/schedstat (nanoseconds), memory from /proc/<pid>/status.
 """
 
@@ -204,10 +204,15 @@ def memory_kib(pid: int) -> dict[str, int]:
 
 
 def _serve_static(payload_path: str, port: int) -> None:
-    from krakenplug.exporter.server import MetricsServer, Routes
+    from krakenplug.exporter.server import MetricsServer
 
     payload = Path(payload_path).read_bytes()
-    server = MetricsServer(f"127.0.0.1:{port}", Routes(metrics=lambda: payload, health=lambda: (True, "ok")))
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+        return [payload]
+
+    server = MetricsServer(f"127.0.0.1:{port}", app)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     server.start()

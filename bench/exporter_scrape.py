@@ -1,9 +1,10 @@
 """Scrape latency and cost of the exporter, as ratios against references measured in the same run.
 
 1. Latency: p50/p99 of scrapes of a node with 64 devices and 200 pods (time-slicing replicas), against
-   the same HTTP server class serving a pre-rendered payload of the same size in its own process.
+   the same HTTP server serving a pre-rendered payload of the same size in its own process.
    Scrapes alternate between the two servers, so that load from elsewhere hits both alike.
-   Targets: p99 within 3x of the reference and under 10 ms.
+   Target: p99 <= 25 ms with prometheus_client's own exposition (issue 8: a hand-written renderer
+   only if the library cannot hold that); the ratio to the reference is printed for comparison.
 2. Rate: CPU per scrape (idle CPU subtracted) and p50 latency at 1 scrape/s and at 20 scrapes/s.
    Target: flat (the 20/s cost per scrape within 1.5x of the 1/s one).
 
@@ -90,12 +91,12 @@ def main() -> int:
     print(f"node: {args.devices} devices, {args.pods} pods -> {series} series, {len(body)} bytes; {scrapes} scrapes")
     print(f"exporter      p50 {p50:6.3f} ms  p99 {p99:6.3f} ms")
     print(f"pre-rendered  p50 {ref50:6.3f} ms  p99 {ref99:6.3f} ms")
-    print(f"ratio         p50 {p50 / ref50:5.2f}x    p99 {p99 / ref99:5.2f}x   (target p99 <= 3x and < 10 ms)")
+    print(f"ratio         p50 {p50 / ref50:5.2f}x    p99 {p99 / ref99:5.2f}x   (target: exporter p99 <= 25 ms)")
     print(f"idle CPU      {idle * 1e3:6.3f} ms per second")
     print(f"1 scrape/s    CPU {cpu_slow * 1e3:6.3f} ms/scrape  p50 {p50_slow * 1e3:6.3f} ms")
     print(f"20 scrapes/s  CPU {cpu_fast * 1e3:6.3f} ms/scrape  p50 {p50_fast * 1e3:6.3f} ms")
     print(f"rate ratio    CPU {cpu_fast / cpu_slow:5.2f}x  p50 {p50_fast / p50_slow:5.2f}x   (target flat: <= 1.5x)")
-    met = p99 / ref99 <= 3 and p99 < 10 and cpu_fast / cpu_slow <= 1.5
+    met = p99 <= 25 and cpu_fast / cpu_slow <= 1.5
     print("targets met" if met else "TARGETS MISSED")
     return 0 if met else 1
 
