@@ -13,6 +13,7 @@ call's key, so a stuck call marks exactly that NPU Unhealthy.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Hashable
 from ctypes import POINTER, byref, c_char, c_int, c_ubyte, c_uint, c_ulong, c_ulonglong
 
 from krakenplug.backends import _vendorlib
@@ -119,8 +120,10 @@ API_V1, API_V2 = "dcmi", "dcmiv2"
 Address = tuple[int, ...]  # (card id, device id in card) for dcmi, (dev_id,) for dcmiv2
 
 
-def describe(address: Address) -> str:
-    return "card {} device {}".format(*address) if len(address) == 2 else f"dev_id {address[0]}"
+def describe(address: Hashable) -> str:
+    """How messages name an NPU: "card 0 device 1" (dcmi) or "dev_id 3" (dcmiv2)."""
+    parts = address if isinstance(address, tuple) else (address,)
+    return "card {} device {}".format(*parts) if len(parts) == 2 else f"dev_id {parts[0]}"
 
 
 def _text(raw: ctypes.Array) -> str:  # type: ignore[type-arg]

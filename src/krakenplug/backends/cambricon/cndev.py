@@ -101,7 +101,7 @@ class VersionInfo(ctypes.Structure):
                 ("driverBuildVersion", c_uint)]
 
 
-def _out(struct: type[ctypes.Structure]) -> list:
+def _out(struct: type[ctypes.Structure]) -> list[Any]:
     return [POINTER(struct), c_int]  # (struct *out, cndevDevice_t device)
 
 
@@ -169,7 +169,7 @@ class Cndev:
     def _count(self, version: int) -> int:
         info = CardInfo(version=version)
         self.calls.status("cndevGetDeviceCount", byref(info))
-        return info.number
+        return int(info.number)
 
     def handle(self, index: int) -> int:
         handle = c_int(0)
@@ -181,7 +181,7 @@ class Cndev:
         name = self.calls.value("cndevGetCardNameStringByDevId", self._handle(index), key=index)
         if not name:  # this function signals failure with NULL, not a status code
             raise _vendorlib.VendorCallError("cndevGetCardNameStringByDevId", None, "returned no name")
-        return name.decode(errors="replace").strip()
+        return str(name.decode(errors="replace")).strip()
 
     def uuid(self, index: int) -> str:
         info = self._query("cndevGetUUID", Uuid, index)
@@ -193,10 +193,11 @@ class Cndev:
         return info.physicalMemoryTotal, info.physicalMemoryUsed
 
     def utilization(self, index: int) -> int:
-        return self._query("cndevGetDeviceUtilizationInfo", UtilizationInfo, index).averageCoreUtilization
+        return int(self._query("cndevGetDeviceUtilizationInfo", UtilizationInfo, index).averageCoreUtilization)
 
     def health(self, index: int) -> CardHealthState:
-        return self._query("cndevGetCardHealthState", CardHealthState, index)
+        state: CardHealthState = self._query("cndevGetCardHealthState", CardHealthState, index)
+        return state
 
     def bus_id(self, index: int) -> str:
         pcie = self._query("cndevGetPCIeInfoV2", PcieInfoV2, index, versioned=False)
@@ -207,10 +208,10 @@ class Cndev:
         return node if node >= 0 else None
 
     def chip_temperature(self, index: int) -> int:
-        return self._query("cndevGetTemperatureInfo", TemperatureInfo, index).chip
+        return int(self._query("cndevGetTemperatureInfo", TemperatureInfo, index).chip)
 
     def power_watts(self, index: int) -> int:
-        return self._query("cndevGetDevicePowerInfo", DevicePowerInfo, index, versioned=False).usage
+        return int(self._query("cndevGetDevicePowerInfo", DevicePowerInfo, index, versioned=False).usage)
 
     def minor(self, index: int) -> int:
         minor = c_uint(0)

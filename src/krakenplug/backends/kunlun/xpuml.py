@@ -66,11 +66,12 @@ class Memory(ctypes.Structure):
 
 
 class Attributes(ctypes.Structure):
-    _fields_ = ([("archId", ctypes.c_int), ("boardId", ctypes.c_int), ("modelId", ctypes.c_int)]
-                + [(name, ctypes.c_uint) for name in ("clusterCount", "sdnnCount", "dmaEngineCount", "decoderCount",
-                                                      "encoderCount", "imgProcCount", "maxVFCount")]
-                + [("globalMemorySizeMB", ctypes.c_ulonglong), ("l3MemorySizeMB", ctypes.c_ulonglong),
-                   ("sn", ctypes.c_ulonglong * 2), ("reserved", ctypes.c_ulonglong * 7)])
+    _fields_ = [("archId", ctypes.c_int), ("boardId", ctypes.c_int), ("modelId", ctypes.c_int),
+                ("clusterCount", ctypes.c_uint), ("sdnnCount", ctypes.c_uint), ("dmaEngineCount", ctypes.c_uint),
+                ("decoderCount", ctypes.c_uint), ("encoderCount", ctypes.c_uint), ("imgProcCount", ctypes.c_uint),
+                ("maxVFCount", ctypes.c_uint), ("globalMemorySizeMB", ctypes.c_ulonglong),
+                ("l3MemorySizeMB", ctypes.c_ulonglong), ("sn", ctypes.c_ulonglong * 2),
+                ("reserved", ctypes.c_ulonglong * 7)]
 
 
 _DEV = c_void_p  # xpumlDevice_t, an opaque pointer

@@ -147,7 +147,7 @@ class StreamComputingBackend:
             raise errors.AllocationError(
                 f"streamcomputing: a container may use at most {limit} NPU(s); {len(devices)} requested "
                 f"({', '.join(device.id for device in devices)})")
-        mounts = ()
+        mounts: tuple[base.Mount, ...] = ()
         if self._options.mount_hpe_runtime:
             mounts = (base.Mount(self._options.hpe_root, self._options.hpe_root, read_only=True),)
         return base.ContainerAllocation(
