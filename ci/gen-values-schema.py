@@ -120,7 +120,7 @@ RENAMED = {
     "ignoredXids": "options.ignored_xids", "fatalXids": "options.fatal_xids", "driverMounts": "options.driver_mounts",
     "mountHpeRuntime": "options.mount_hpe_runtime", "maxDevicesPerContainer": "options.max_devices_per_container",
     "smiPath": "options.smi_path", "extraOptions": "options", "driverRoot": "hostMounts.driver-root.hostPath",
-    "hpeRoot": "options.hpe_root and libraryDirs",
+    "hpeRoot": "options.hpe_root and libraryDirs", "replicas": "plugin.replicas",
 }
 
 
@@ -236,7 +236,10 @@ def generate() -> Schema:
                 "labelPrefixes": {"type": "array", "minItems": 1,
                                   "items": {"type": "string", "pattern": f"^{_DNS_SUBDOMAIN}/$"}}}}}},
         "networkPolicy": {"type": "object", "additionalProperties": False, "properties": {
-            "enabled": {"type": "boolean"}, "namespaceSelector": {"type": "object"},
+            "enabled": {"type": "boolean"},
+            "namespaces": {"type": "array", "minItems": 1,
+                           "items": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}},
+            "namespaceSelector": {"type": "object"},
             "podSelector": {"type": "object"}, "extraFrom": {"type": "array", "items": {"type": "object"}}}},
         **{name: {"$ref": f"#/definitions/{name}"} for name in SECTIONS},
         "vendorLabel": {"$ref": "#/definitions/labelKey"},

@@ -33,6 +33,8 @@ MAX_WORKERS = 16
 MAX_STREAMS = 4
 MAX_CONCURRENT_RPCS = 64
 _STOP_GRACE_SECONDS = 1.0
+# Only the kubelet (root) connects; the socket's mode must not follow the umask (0777 under umask 000).
+SOCKET_MODE = 0o600
 _PROBE_TIMEOUT_SECONDS = 2.0
 
 
@@ -78,6 +80,7 @@ class ResourceServer:
         try:
             if not self._server.add_insecure_port(f"unix://{self.socket_path}"):
                 raise RuntimeError("add_insecure_port returned 0")
+            os.chmod(self.socket_path, SOCKET_MODE)  # bound now; nobody can connect before start()
             self._server.start()
             _check_accepts(self.socket_path)
         except (RuntimeError, OSError) as err:

@@ -26,6 +26,12 @@ SCENARIOS = {
                               "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True},
                               "discovery": {"featuresDir": "/etc/kubernetes/node-feature-discovery/features.d"},
                               "updateStrategy": {"type": "OnDelete", "rollingUpdate": {"maxUnavailable": 1}}}},
+    "hardened": {"values": {"exporter": {"bindPodIP": True, "webConfig": {
+        "enabled": True, "config": {"tls_server_config": {"cert_file": "/etc/krakenplug-web/tls.crt",
+                                                          "key_file": "/etc/krakenplug-web/tls.key"}},
+        "files": {"tls.crt": "CERT", "tls.key": "KEY"}}},
+        "serviceMonitor": {"tlsConfig": {"insecureSkipVerify": True}, "basicAuth": {
+            "username": {"name": "scrape", "key": "user"}, "password": {"name": "scrape", "key": "password"}}}}},
     **{path.stem: {"files": [path]} for path in sorted(VALUES_DIR.glob("*.yaml"))},
 }
 
