@@ -269,31 +269,29 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, 
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 
 
-def test_set_vf_count_uses_the_library_call_where_exported(xpuml_library: Path, fixture: Fixture, host: FakeHost,
-                                                           ) -> None:
+@pytest.mark.parametrize("library, path, sysfs_writes, library_line", [
+    ("xpuml_library", "SR-IOV through xpumlDeviceSetSriovVfNum", [], True),
+    ("xpuml_without_sriov_call", "SR-IOV through sysfs sriov_numvfs", [(BUS0, "2")], False),
+], ids=["library-call", "sysfs-fallback"])
+def test_set_vf_count_uses_the_library_call_where_exported_else_sysfs(
+        request: pytest.FixtureRequest, fixture: Fixture, host: FakeHost, library: str, path: str,
+        sysfs_writes: list[tuple[str, str]], library_line: bool) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     kernel = FakeKernel(host.sysfs)
-    backend = make_backend(xpuml_library, host, sriov_writer=kernel)
+    backend = make_backend(request.getfixturevalue(library), host, sriov_writer=kernel)
     with opened(backend):
         backend.devices()
         backend.set_vf_count(BUS0, 2)
-        assert "SR-IOV through xpumlDeviceSetSriovVfNum" in backend.library_info().reason
-        with pytest.raises(errors.BackendError, match=r"xpumlDeviceSetSriovVfNum\(4\) failed: .*INVALID_ARGUMENT"):
-            backend.set_vf_count(BUS0, 4)
-    assert "dev0.vf_num=2" in fixture.path.read_text().splitlines()
-    assert kernel.writes == []  # sysfs sriov_numvfs is not touched when the vendor's call exists
+        assert path in backend.library_info().reason
+    assert ("dev0.vf_num=2" in fixture.path.read_text().splitlines()) is library_line
+    assert kernel.writes == sysfs_writes  # sysfs sriov_numvfs is not touched when the vendor's call exists
 
 
-def test_set_vf_count_falls_back_to_sysfs(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost) -> None:
+def test_the_library_call_names_its_failure(backend: KunlunBackend, host: FakeHost) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
-    kernel = FakeKernel(host.sysfs)
-    backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel)
-    with opened(backend):
-        backend.devices()
-        backend.set_vf_count(BUS0, 2)
-        assert "sysfs sriov_numvfs" in backend.library_info().reason
-    assert kernel.writes == [(BUS0, "2")]
-    assert "vf_num" not in fixture.path.read_text()
+    backend.devices()
+    with pytest.raises(errors.BackendError, match=r"xpumlDeviceSetSriovVfNum\(4\) failed: .*INVALID_ARGUMENT"):
+        backend.set_vf_count(BUS0, 4)
 
 
 def test_a_pf_with_vfs_is_recognised_by_its_model_id_or_vxpu_mode(backend: KunlunBackend, fixture: Fixture) -> None:
