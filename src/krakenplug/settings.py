@@ -73,8 +73,9 @@ class PluginSettings(_Section):
     cdi_enabled: bool = Field(False, description="Also return CDI device names (<cdi_prefix>/<vendor>=<id>).")
     cdi_prefix: str = Field("krakenplug.pcl.ac.cn", description="Vendor part of the CDI kind.")
     rescan_interval_seconds: float = Field(
-        5.0, gt=0, description="The device hub's poll: how often every component's device list and health are "
-                               "re-read (events from the backend re-read at once). Also the discovery's device check.",
+        5.0, gt=0, description="The device hub's poll for every component: how often devices and health are "
+                               "re-read (sooner when backends.<name>.health_poll_interval_seconds is shorter; "
+                               "backend events re-read at once).",
     )
     restart_limit: int = Field(5, ge=1, description="Crash-loop guard: this many server restarts ...")
     restart_window_seconds: float = Field(3600.0, gt=0, description="... within this window is fatal.")
@@ -171,6 +172,11 @@ class DraSettings(_Section):
         60, ge=5, description="The kubelet marks a device Unknown without a health update this long; we resend at a third.",
     )
     sysfs_root: Path = Field(Path("/sys"), description="Where the PCIe root of each device is looked up.")
+    share_memory_step_mb: int = Field(
+        0, ge=0,
+        description="0: a device goes to one claim. Above 0: devices allow several claims "
+                    "(allowMultipleAllocations), each consuming memory in steps of this many MB (DRAConsumableCapacity).",
+    )
 
 
 class Settings(BaseSettings):
@@ -357,6 +363,10 @@ _SERVICE_LINK = re.compile(r"^KRAKENPLUG_[A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_
                            r"(_(PROTO|PORT|ADDR))?)?)$")
 
 
+# Ours but not settings: the e2e suites' knobs, and what the fake backend gives workload containers.
+_NOT_SETTINGS = ("KRAKENPLUG_E2E_", "KRAKENPLUG_VISIBLE_DEVICES")
+
+
 def _known_variables() -> dict[str, FieldInfo]:
     """Every KRAKENPLUG_* name the environment source reads, mapped to its field."""
     known: dict[str, FieldInfo] = {}
@@ -378,7 +388,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
     known = _known_variables()
     for variable, value in sorted(environ.items()):
         upper = variable.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or _SERVICE_LINK.match(upper):
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or _SERVICE_LINK.match(upper) \
+                or upper.startswith(_NOT_SETTINGS):
             continue
         if len(value) > MAX_ENV_BYTES:
             raise errors.ConfigError(f"environment {variable}: value of {len(value)} characters is longer than "

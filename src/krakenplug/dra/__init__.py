@@ -50,7 +50,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         return slices.build_pool(devices, driver=driver, node=node, generation=generation,
                                  driver_version=driver_version,
                                  pcie_root=lambda bus: topology.pcie_root(config.sysfs_root, bus),
-                                 max_per_slice=config.max_devices_per_slice)
+                                 max_per_slice=config.max_devices_per_slice,
+                                 share_step_mb=config.share_memory_step_mb)
 
     def current_devices() -> Mapping[str, base.Device]:
         return {names.dns_label(device.id): device for device in hub.snapshot().devices}

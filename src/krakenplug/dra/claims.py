@@ -9,6 +9,7 @@ claim's error (the other claims of the batch go on).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -49,12 +50,25 @@ class DeviceConfig(BaseModel):
         return value
 
 
+MEMORY_LIMIT_ENV = "KRAKENPLUG_MEMORY_LIMIT_MB"
+_QUANTITY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_FACTORS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50,
+            "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def quantity_bytes(text: str) -> int | None:
+    """A whole-number Kubernetes quantity in bytes (``20Gi``, ``500M``), None when it is not one."""
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    return int(match.group(1)) * _FACTORS[match.group(2) or ""] if match else None
+
+
 @dataclasses.dataclass(frozen=True)
 class AllocatedDevice:
     request: str
     pool: str
     device: str
     share_id: str | None = None
+    memory_mb: int | None = None  # the memory this claim consumes of a shared device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,11 +153,26 @@ def read_allocation(claim: Any, *, namespace: str, name: str, uid: str, driver: 
         share = result.get("shareID")
         ours.append(AllocatedDevice(request=_string(result.get("request"), f"{where}.request", who), pool=pool,
                                     device=_string(result.get("device"), f"{where}.device", who),
-                                    share_id=share if isinstance(share, str) and share else None))
+                                    share_id=share if isinstance(share, str) and share else None,
+                                    memory_mb=_consumed_memory(result.get("consumedCapacity"), where, who)))
     if not ours:
         raise ClaimError(f"claim {who}: no allocation result for driver {driver}")
     return ClaimAllocation(namespace=namespace, name=name, uid=uid, devices=tuple(ours),
                            env=_opaque_env(devices.get("config"), ours, driver=driver, who=who))
+
+
+def _consumed_memory(consumed: Any, where: str, who: str) -> int | None:
+    if consumed is None:
+        return None
+    consumed = _mapping(consumed, f"{where}.consumedCapacity", who)
+    value = consumed.get(f"{names.DOMAIN}/memory")
+    if value is None:
+        return None
+    amount = quantity_bytes(value)
+    if amount is None:
+        raise ClaimError(f"claim {who}: {where}.consumedCapacity[{names.DOMAIN}/memory] is {_show(value)}, "
+                         "not a whole-number quantity")
+    return amount // (1 << 20)
 
 
 def _opaque_env(configs: Any, ours: list[AllocatedDevice], *, driver: str, who: str) -> dict[str, dict[str, str]]:

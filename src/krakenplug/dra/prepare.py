@@ -84,6 +84,7 @@ class Preparer:
         current = self._devices()
         who = f"{allocation.namespace}/{allocation.name}"
         by_request: dict[str, list[base.Device]] = {}
+        limits: dict[str, list[str]] = {}  # request -> memory share per device, where shared
         for allocated in allocation.devices:
             device = current.get(allocated.device)
             if device is None:
@@ -93,6 +94,8 @@ class Preparer:
                 logger.warning("claim %s: device %s is %s (%s); preparing it anyway, the claim tolerates the taint",
                                who, allocated.device, device.health.value, device.health_reason or "no reason")
             by_request.setdefault(allocated.request, []).append(device)
+            if allocated.memory_mb is not None:
+                limits.setdefault(allocated.request, []).append(str(allocated.memory_mb))
         edits: dict[str, dict[str, Any]] = {}
         names: dict[str, str] = {}
         for request, devices in by_request.items():
@@ -101,7 +104,9 @@ class Preparer:
             except Exception as err:  # noqa: BLE001 - a vendor failure is this claim's error, not the batch's
                 raise ClaimError(f"claim {who}: the backend could not allocate {[d.id for d in devices]} for "
                                  f"request {request!r}: {err}") from err
-            extra = allocation.env.get(request) or {}
+            extra = dict(allocation.env.get(request) or {})
+            if request in limits:  # advisory: no backend can make the vendor enforce it (docs/dra.md)
+                extra.setdefault(claims_mod.MEMORY_LIMIT_ENV, ",".join(limits[request]))
             merged = dataclasses.replace(allocation_edits, envs={**allocation_edits.envs, **extra})
             names[request] = cdi.device_name(f"{allocation.uid}-{request.replace('/', '-')}")
             edits[names[request]] = cdi.container_edits(merged)

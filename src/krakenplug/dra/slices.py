@@ -4,7 +4,7 @@ One vocabulary for every vendor: attributes under ``krakenplug.pcl.ac.cn/`` (ven
 driverVersion, numaNode) plus the standard ``resource.kubernetes.io/pciBusID`` and ``pcieRoot``, and the
 capacity ``krakenplug.pcl.ac.cn/memory``. An Unhealthy device keeps its entry and gets a NoSchedule taint,
 so the scheduler stops placing new claims on it while running ones stay. Limits are the API server's:
-128 devices per slice (64 once a slice uses taints), 32 attributes and capacities per device, string
+128 devices per slice (64 once a slice uses taints or multiple allocations), 32 attributes and capacities per device, string
 values up to 64 characters.
 """
 
@@ -69,7 +69,23 @@ def _string(value: str) -> Json:
     return {"string": value[:MAX_STRING]}
 
 
-def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: str | None) -> Json:
+def memory_capacity(memory_mb: int, share_step_mb: int) -> Json:
+    """The ``memory`` capacity; with sharing, a request policy in steps of ``share_step_mb``.
+
+    A claim that asks for no capacity takes the whole device (the policy's default), so sharing is
+    something a claim asks for, never something that happens to it.
+    """
+    if share_step_mb <= 0 or memory_mb < share_step_mb:
+        return {"value": quantity_mb(memory_mb)}
+    usable = memory_mb - memory_mb % share_step_mb  # the default must lie on the step grid
+    return {"value": quantity_mb(memory_mb),
+            "requestPolicy": {"default": quantity_mb(usable),
+                              "validRange": {"min": quantity_mb(share_step_mb), "max": quantity_mb(usable),
+                                             "step": quantity_mb(share_step_mb)}}}
+
+
+def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: str | None,
+                 share_step_mb: int = 0) -> Json:
     """One ``spec.devices[]`` entry."""
     ours = f"{names.DOMAIN}/"
     attributes: Json = {
@@ -90,7 +106,9 @@ def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: 
     if pcie_root:
         attributes[f"{STANDARD}/pcieRoot"] = _string(pcie_root)
     entry: Json = {"name": names.dns_label(device.id), "attributes": attributes,
-                   "capacity": {ours + "memory": {"value": quantity_mb(device.memory_total_mb)}}}
+                   "capacity": {ours + "memory": memory_capacity(device.memory_total_mb, share_step_mb)}}
+    if "requestPolicy" in entry["capacity"][ours + "memory"]:
+        entry["allowMultipleAllocations"] = True
     if not device.healthy:
         reason = _LABEL_VALUE.sub("-", device.health_reason or "unhealthy").strip("-._")[:63] or "unhealthy"
         entry["taints"] = [{"key": UNHEALTHY_TAINT, "value": reason, "effect": "NoSchedule"}]
@@ -99,13 +117,14 @@ def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: 
 
 def build_pool(devices: Sequence[base.Device], *, driver: str, node: str, generation: int,
                driver_version: str | None = None, pcie_root: Callable[[str], str | None] = lambda bus: None,
-               max_per_slice: int = MAX_DEVICES) -> Pool:
+               max_per_slice: int = MAX_DEVICES, share_step_mb: int = 0) -> Pool:
     """The slices for ``devices``; a node without devices still publishes one empty slice (pool is known)."""
     entries = [device_entry(device, driver_version=driver_version,
-                            pcie_root=pcie_root(device.pci_bus_id) if device.pci_bus_id else None)
+                            pcie_root=pcie_root(device.pci_bus_id) if device.pci_bus_id else None,
+                            share_step_mb=share_step_mb)
                for device in sorted(devices, key=lambda d: (d.index, d.id))]
     limit = min(max_per_slice, MAX_DEVICES)
-    if any("taints" in entry for entry in entries):
+    if any("taints" in entry or entry.get("allowMultipleAllocations") for entry in entries):
         limit = min(limit, MAX_DEVICES_WITH_TAINTS)
     chunks = [entries[start:start + limit] for start in range(0, len(entries), limit)] or [[]]
     specs = tuple({"driver": driver, "nodeName": node,

@@ -13,7 +13,8 @@ driver depends on them:
   effects; a violation answers 422 with a ``Status`` naming the field;
 * what the server fills in: ``resourceVersion``, ``uid``, ``timeAdded`` of taints, and quantities in
   their canonical form (``81920Mi`` comes back as ``80Gi``);
-* ``resourceclaims``: get, from claims a test (a stand-in scheduler: :meth:`allocate`) put there.
+* ``resourceclaims``: get, from claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
+  devices that allow multiple allocations by their memory capacity) put there.
 
 Every request is recorded; faults (a status, for the next requests of a method) can be queued.
 """
@@ -86,7 +87,8 @@ def slice_problems(obj: Any) -> list[str]:
     if not isinstance(pool.get("resourceSliceCount"), int) or pool["resourceSliceCount"] < 1:
         problems.append("spec.pool.resourceSliceCount: must be at least 1")
     devices = spec.get("devices") or []
-    limit = MAX_DEVICES_WITH_TAINTS if any(d.get("taints") for d in devices if isinstance(d, dict)) else MAX_DEVICES
+    limit = MAX_DEVICES_WITH_TAINTS if any(d.get("taints") or d.get("allowMultipleAllocations")
+                                           for d in devices if isinstance(d, dict)) else MAX_DEVICES
     if len(devices) > limit:
         problems.append(f"spec.devices: {len(devices)} devices, at most {limit} allowed")
     seen: set[str] = set()
@@ -126,6 +128,12 @@ def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
         problems.extend(_qualified_problems(key, f"{where}.capacity"))
         if not isinstance((value or {}).get("value"), str) or not _QUANTITY.match(value["value"]):
             problems.append(f"{where}.capacity[{key}].value: must be a quantity")
+            continue
+        policy = value.get("requestPolicy")
+        if policy is not None:
+            problems.extend(_policy_problems(policy, value["value"], f"{where}.capacity[{key}].requestPolicy"))
+            if not device.get("allowMultipleAllocations"):
+                problems.append(f"{where}.capacity[{key}].requestPolicy: only with allowMultipleAllocations")
     for position, taint in enumerate(device.get("taints") or []):
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
             problems.append(f"{where}.taints[{position}].effect: {taint.get('effect')!r} must be NoSchedule or NoExecute")
@@ -133,6 +141,27 @@ def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
         if len(value) > 63 or (value and not re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", value)):
             problems.append(f"{where}.taints[{position}].value: {value!r} must be a label value")
     return problems
+
+
+def _bytes(quantity: Any) -> int | None:
+    match = _QUANTITY.match(quantity) if isinstance(quantity, str) else None
+    return int(match.group(1)) * _BINARY[match.group(2) or ""] if match else None
+
+
+def _policy_problems(policy: Any, capacity: str, where: str) -> list[str]:
+    """The capacity request policy rules: default within the capacity and on the range's grid."""
+    if not isinstance(policy, dict):
+        return [f"{where}: must be an object"]
+    total, default = _bytes(capacity), _bytes(policy.get("default"))
+    valid = policy.get("validRange") or {}
+    low, high, step = _bytes(valid.get("min")), _bytes(valid.get("max") or capacity), _bytes(valid.get("step") or "1")
+    if default is None or total is None or low is None or high is None or not step:
+        return [f"{where}: default and validRange.min must be quantities"]
+    if not low <= default <= min(high, total):
+        return [f"{where}.default: {policy.get('default')} is outside [{valid.get('min')}, {capacity}]"]
+    if (default - low) % step:
+        return [f"{where}.default: {policy.get('default')} is not min + a multiple of step"]
+    return []
 
 
 def _qualified_problems(key: str, where: str) -> list[str]:
@@ -240,23 +269,45 @@ class ResourceApiServer:
 
     def allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int = 1,
                  pick: Callable[[Json], bool] = lambda device: True, request: str = "req",
-                 config: Iterable[Json] = (), uid: str | None = None, exclude: Iterable[str] = ()) -> Json:
+                 config: Iterable[Json] = (), uid: str | None = None, exclude: Iterable[str] = (),
+                 memory: str | None = None) -> Json:
         """A stand-in scheduler: allocates ``count`` untainted published devices of ``driver`` that ``pick``
-        accepts, and stores the claim reserved for a pod on ``node``. Raises LookupError when too few fit."""
+        accepts, and stores the claim reserved for a pod on ``node``. ``memory`` (a quantity) asks for that
+        share of devices that allow multiple allocations, as a capacity request would (DRAConsumableCapacity).
+        Raises LookupError when too few fit."""
         with self._lock:
             return self._allocate(namespace, name, driver=driver, node=node, count=count, pick=pick, request=request,
-                                  config=config, uid=uid, exclude=exclude)
+                                  config=config, uid=uid, exclude=exclude, memory=memory)
 
     def _allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int,
                   pick: Callable[[Json], bool], request: str, config: Iterable[Json], uid: str | None,
-                  exclude: Iterable[str]) -> Json:
-        busy = set(exclude) | {device for claim in self._claims.values() for device in _allocated(claim)}
-        free = [device for device_name, device in sorted(self.devices(driver=driver).items())
-                if device_name not in busy and not device.get("taints") and pick(device)]
+                  exclude: Iterable[str], memory: str | None) -> Json:
+        held: dict[str, list[int | None]] = {}  # device -> bytes each claim holds (None: all of it)
+        for claim in self._claims.values():
+            for device_name, consumed in _allocated(claim):
+                held.setdefault(device_name, []).append(consumed)
+        wanted = _bytes(memory) if memory else None
+        excluded = set(exclude)
+
+        def fits(device: Json) -> bool:
+            if device["name"] in excluded or device.get("taints") or not pick(device):
+                return False
+            holders = held.get(device["name"], [])
+            if wanted is None:
+                return not holders
+            capacity = (device.get("capacity") or {}).get("krakenplug.pcl.ac.cn/memory") or {}
+            total = _bytes(capacity.get("value")) or 0
+            return bool(device.get("allowMultipleAllocations")) and None not in holders and \
+                sum(h or 0 for h in holders) + wanted <= total
+
+        free = [device for _, device in sorted(self.devices(driver=driver).items()) if fits(device)]
         if len(free) < count:
             raise LookupError(f"only {len(free)} free devices of {driver} match, {count} requested")
         results = [{"request": request, "driver": driver, "pool": node, "device": device["name"]}
                    for device in free[:count]]
+        if memory:
+            for result in results:
+                result.update(shareID=str(uuid.uuid4()), consumedCapacity={"krakenplug.pcl.ac.cn/memory": memory})
         claim = {
             "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
             "metadata": {"namespace": namespace, "name": name, "uid": uid or str(uuid.uuid4())},
@@ -389,11 +440,12 @@ class ResourceApiServer:
         return Handler
 
 
-def _allocated(claim: Any) -> list[str]:
-    """Device names a stored claim holds; a malformed claim (tests store those on purpose) holds none."""
+def _allocated(claim: Any) -> list[tuple[str, int | None]]:
+    """(device, bytes consumed or None for all) a stored claim holds; a malformed claim holds none."""
     try:
-        return [result["device"] for result in claim["status"]["allocation"]["devices"]["results"]]
-    except (KeyError, TypeError):
+        return [(result["device"], _bytes((result.get("consumedCapacity") or {}).get("krakenplug.pcl.ac.cn/memory")))
+                for result in claim["status"]["allocation"]["devices"]["results"]]
+    except (KeyError, TypeError, AttributeError):
         return []
 
 

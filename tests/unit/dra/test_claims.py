@@ -44,7 +44,11 @@ def test_any_json_is_a_claim_error_or_an_allocation(claim: Any) -> None:
 RESULT = st.fixed_dictionaries({"driver": st.sampled_from([DRIVER, "other.example.com"]),
                                 "pool": st.sampled_from([NODE, "node-b", "", None]),
                                 "device": st.sampled_from(["fake-0", "", 7, None]),
-                                "request": st.sampled_from(["req", "r/sub", "", None])})
+                                "request": st.sampled_from(["req", "r/sub", "", None])},
+                               optional={"shareID": st.sampled_from(["s-1", "", 3]),
+                                         "consumedCapacity": st.sampled_from([
+                                             {f"{DOMAIN}/memory": "20Gi"}, {f"{DOMAIN}/memory": "1.5Gi"},
+                                             {f"{DOMAIN}/memory": 7}, {}, "x", None])})
 
 
 @settings(max_examples=300, deadline=None)

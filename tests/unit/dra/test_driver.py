@@ -9,7 +9,7 @@ import time
 from krakenplug.api import drahealth_v1alpha1_pb2 as health_pb2
 from krakenplug.testing.dra_kubelet import DraKubelet
 
-from .conftest import DRIVER, NODE, Node
+from .conftest import DRIVER, NODE, Node, device_specs
 
 DOMAIN = "krakenplug.pcl.ac.cn"
 
@@ -127,3 +127,29 @@ def test_kubelet_restart_registers_again_and_a_deleted_socket_comes_back(node: N
     socket = node.kubelet.drivers[DRIVER].registration_socket
     socket.unlink()
     node.kubelet.wait_for(lambda k: len(k.registrations) == 3 and _registered(k))
+
+
+def test_sharing_by_memory_lets_two_claims_use_one_device(node: Node, run_driver) -> None:
+    node.devices.write(device_specs(1))
+    run_driver(node, share_memory_step_mb=1024)
+    (device,) = node.api.wait_for(lambda api: list(api.devices(driver=DRIVER).values()))
+    assert device["allowMultipleAllocations"] is True
+    assert device["capacity"][f"{DOMAIN}/memory"] == {"value": "80Gi", "requestPolicy": {
+        "default": "80Gi", "validRange": {"min": "1Gi", "max": "80Gi", "step": "1Gi"}}}
+    node.kubelet.wait_for(_registered)
+    first = node.api.allocate("team", "a", driver=DRIVER, node=NODE, memory="60Gi")
+    second = node.api.allocate("team", "b", driver=DRIVER, node=NODE, memory="20Gi")
+    try:
+        node.api.allocate("team", "c", driver=DRIVER, node=NODE, memory="1Gi")
+    except LookupError:
+        pass
+    else:
+        raise AssertionError("the stand-in scheduler overcommitted the device")
+    refs = [("team", claim["metadata"]["uid"], claim["metadata"]["name"]) for claim in (first, second)]
+    answers = node.kubelet.prepare(DRIVER, refs)
+    share_ids = {answers[uid].devices[0].share_id for _, uid, _ in refs}
+    assert len(share_ids) == 2 and all(share_ids)
+    for (_, uid, _), limit in zip(refs, ("61440", "20480")):
+        assert answers[uid].devices[0].device_name == "fake-0"
+        spec = json.loads((node.cdi_dir / f"{DRIVER}_claim_{uid}.json").read_text())
+        assert f"KRAKENPLUG_MEMORY_LIMIT_MB={limit}" in spec["devices"][0]["containerEdits"]["env"]
