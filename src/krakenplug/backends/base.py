@@ -144,7 +144,8 @@ class BackendOptions(BaseModel):
     library_path: str | None = Field(None, description="Vendor library to load; None searches the usual paths.")
     call_timeout_seconds: float = Field(5.0, gt=0, description="Bound on each vendor library call.")
     health_poll_interval_seconds: float = Field(
-        10.0, gt=0, description="Period of the backend's own health checks (both directions: it also recovers).",
+        10.0, gt=0, description="Health is re-read at least this often (both directions: devices also recover); "
+                                "the device hub polls at the shorter of this and plugin.rescan_interval_seconds.",
     )
 
     def resource_for(self, model: str, default: str) -> str:
