@@ -102,3 +102,18 @@ def test_mig_strategy_mixed_one_resource_per_profile_with_mig_xid_health(
     kubelet.wait_for_resource(small, capacity=1, allocatable=0, timeout=WAIT)
     assert kubelet.wait_for_resource(big, capacity=1, timeout=WAIT).allocatable == 1
     kubelet.wait_for_resource(small, capacity=1, allocatable=1, timeout=WAIT)  # recovered by itself
+
+
+def test_preferred_allocation_follows_nvlink_through_the_plugin(kubelet, node, start_agent, libnvml: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # GPUs 0, 1 on NUMA node 0 and 2, 3 on node 1; NVLink bridges join 0-2 and 1-3 (across the nodes).
+    bus = [f"0000:{0x18 + i:02x}:00.0" for i in range(4)]
+    host = fake_host(node.root, [f"nvidia{i}" for i in range(4)], {bus[i]: i // 2 for i in range(4)})
+    uuids = [f"GPU-0000000{i}-0000-4000-8000-000000000000" for i in range(4)]
+    links = ["2,2", "3", "0,0", "1"]
+    NVML.fixture(node.root / "nvml.fixture", fixture_values([
+        {"uuid": uuids[i], "bus_id": bus[i], "minor": i, "nvlinks": links[i]} for i in range(4)]), monkeypatch)
+    start_agent(*backend_flags("nvidia", host, library_path=libnvml))
+    kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    (container,) = kubelet.allocate(RESOURCE, 2, pod="p").container_responses
+    assert sorted(container.envs["NVIDIA_VISIBLE_DEVICES"].split(",")) in ([uuids[0], uuids[2]], [uuids[1], uuids[3]])
