@@ -4,6 +4,9 @@ stc-smi script; plus the stc-smi parser on sample outputs of HPE 1.7 and 1.9."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ from fakelib import (
     STCML,
     FakeHost,
     Fixture,
+    backend_opt_flags,
     devices_json,
     expect_bounded_hang,
     expect_init_error_handled,
@@ -415,6 +419,18 @@ def test_a_library_without_plain_stcml_names_falls_back_to_sysfs_and_says_why(
     assert [(d.id, d.uuid, d.healthy) for d in devices] == [(BUS0, None, True), (BUS1, None, True)]
     assert (info.library, info.api, info.path) == (str(stcml_mangled), "none", "sysfs+stc-smi")
     assert "exports no stcmlInit" in info.reason and "mangled" in caplog.text
+
+
+def test_cli_devices_table_says_which_path_is_used(stcml_library: Path, fixture: Fixture, smi_output: Path,
+                                                   host: FakeHost) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KRAKENPLUG_")}
+    result = subprocess.run([sys.executable, "-m", "krakenplug", "devices", "--backend", "streamcomputing",
+                             *backend_opt_flags({"library_path": stcml_library, **host.options,
+                                                 "smi_path": FAKE_STC_SMI})],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith(
+        f"backend streamcomputing: library {stcml_library}, API stcml, path stcml+sysfs+stc-smi (stcmlInit succeeded")
 
 
 def test_cli_devices_json_without_the_library(smi_output: Path, host: FakeHost) -> None:
