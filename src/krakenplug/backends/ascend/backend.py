@@ -83,6 +83,7 @@ class AscendBackend:
         self._not_handled = frozenset(int(code, 16) for code in options.not_handled_fault_codes)
         self._dcmi: dcmi.Dcmi | None = None
         self._addresses: dict[str, dcmi.Address] = {}
+        self._chips: dict[dcmi.Address, str] = {}  # chip name per NPU: it picks the memory query
         self._lock = threading.Lock()
 
     def open(self) -> None:
@@ -154,7 +155,8 @@ class AscendBackend:
     def sample(self, device: base.Device) -> base.DeviceSample:
         api, address = self._api(), self._address_of(device)
         get = self._optional.get
-        chip = device.model.removeprefix("Ascend")
+        with self._lock:
+            chip = self._chips.get(address, "")
         total, used = get(lambda: api.memory_mb(address, chip), key=device.id, what="memory") or (None, None)
         utilization = get(lambda: api.ai_core_utilization(address), key=device.id, what="AI Core utilization")
         temperature = get(lambda: api.temperature(address), key=device.id, what="temperature")
@@ -190,6 +192,8 @@ class AscendBackend:
                 self._log.report(address, reason, logging.WARNING, "ascend: %s is unhealthy: %s", known.id, reason)
             return known
         model = f"{chip_type}{chip_name}" or "Ascend"
+        with self._lock:
+            self._chips[address] = chip_name
         memory = self._optional.get(lambda: api.memory_mb(address, chip_name), key=where, what="memory")
         known = self._book.last_known(address)
         total_mb = memory[0] if memory else (known.memory_total_mb if known else 0)

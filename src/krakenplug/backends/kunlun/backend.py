@@ -27,13 +27,14 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
 from krakenplug import errors
 from krakenplug.backends import _devicebook, _sriov, _sysfs, _vendorlib, base
 from krakenplug.backends.kunlun import xpuml
+from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ class KunlunBackend:
         self._last: list[base.Device] = []
         self._listed: list[base.Device] = []  # every device XPUML lists, PFs with VFs included
         self._index_by_id: dict[str, int] = {}
-        self._hidden_pfs: set[str] = set()
-        self._warned: set[str] = set()
+        self._log = TransitionLog(logger)
         self._optional = _vendorlib.OptionalQueries("kunlun")
         self._sysfs_writer = sriov_writer
 
@@ -218,8 +218,8 @@ class KunlunBackend:
         except errors.DeviceQueryError as err:
             failed = self._book.failed(index, str(err))
             if failed is None:
-                self._warn_once(f"unknown:{index}:{err}", "xpu %d cannot be identified (%s); it is not advertised "
-                                "until it answers", index, err)
+                self._log.report(("unknown", index), str(err), logging.WARNING, "xpu %d cannot be identified (%s); "
+                                 "it is not advertised until it answers", index, err)
             return failed, False
         pf = self._library_says_pf(lib, handle)
         problems = self._health_problems(lib, handle, identity)
@@ -290,10 +290,12 @@ class KunlunBackend:
             return library_says_pf
         pf = _sriov.read_physical_function(self._options.sysfs_root, device.pci_bus_id)
         hidden = library_says_pf or (pf is not None and pf.num_vfs > 0)
-        if hidden != (device.pci_bus_id in self._hidden_pfs):
-            (self._hidden_pfs.add if hidden else self._hidden_pfs.discard)(device.pci_bus_id)
-            logger.info("xpu %s (%s) %s", device.id, device.pci_bus_id,
-                        "has VFs enabled; advertising its VFs instead" if hidden else "is advertised whole again")
+        if hidden:
+            self._log.report(("pf", device.pci_bus_id), "hidden", logging.INFO, "xpu %s (%s) has VFs enabled; "
+                             "advertising its VFs instead", device.id, device.pci_bus_id)
+        else:
+            self._log.clear(("pf", device.pci_bus_id), logging.INFO, "xpu %s (%s) is advertised whole again",
+                            device.id, device.pci_bus_id)
         return hidden
 
     def _current(self, devices: Sequence[base.Device]) -> list[base.Device]:
@@ -303,19 +305,13 @@ class KunlunBackend:
         return [by_id.get(device.id, device) for device in devices]
 
     def _log_changes(self, snapshot: Sequence[base.Device]) -> None:
-        before = {device.id: device for device in self._last}
+        """Logs a device when it appears or its health changes, and when it is no longer advertised."""
         for device in snapshot:
-            old = before.pop(device.id, None)
-            if old is None or old.health is not device.health:
-                state = device.health.value + (f" ({device.health_reason})" if device.health_reason else "")
-                logger.info("xpu %s (index %d, %s): %s", device.id, device.index, device.model, state)
-        for gone in before:
-            logger.info("xpu %s is no longer advertised", gone)
-
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(message, *args)
+            state = device.health.value + (f" ({device.health_reason})" if device.health_reason else "")
+            self._log.report(("device", device.id), state, logging.INFO, "xpu %s (index %d, %s): %s", device.id,
+                             device.index, device.model, state)
+        for gone in {device.id for device in self._last} - {device.id for device in snapshot}:
+            self._log.clear(("device", gone), logging.INFO, "xpu %s is no longer advertised", gone)
 
 
 def _normalized(bus_id: str | None) -> str | None:
