@@ -66,7 +66,7 @@ class DeviceCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         return to_metric_families(self.scrape())
 
-    def describe(self) -> list:
+    def describe(self) -> list[GaugeMetricFamily]:
         # Registering must not trigger vendor reads (prometheus_client calls collect() without this).
         return []
 

@@ -48,7 +48,9 @@ def make_app(registry: CollectorRegistry, *, health: Callable[[], tuple[bool, st
                                headers=[("WWW-Authenticate", 'Basic realm="krakenplug", charset="UTF-8"')])
             if path == "/metrics":
                 environ["HTTP_ACCEPT_ENCODING"] = _without_refused(environ.get("HTTP_ACCEPT_ENCODING", ""))
-                return metrics(environ, lambda status, headers, *exc: start_response(status, [*headers, *extra], *exc))
+                answer: Iterable[bytes] = metrics(
+                    environ, lambda status, headers, *exc: start_response(status, [*headers, *extra], *exc))
+                return answer
             if environ.get("REQUEST_METHOD") != "GET":
                 return respond("405 Method Not Allowed", b"only GET is served\n", headers=[("Allow", "GET")])
             if path == "/healthz":

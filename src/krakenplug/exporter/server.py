@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import logging
 import socket
 import ssl
@@ -32,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any, cast
 from http.server import BaseHTTPRequestHandler
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
 
@@ -201,6 +202,7 @@ class _Server(ThreadingWSGIServer):
 
 class _ServerHandler(ServerHandler):
     http_version = "1.1"  # with Content-Length on every answer, so clients keep the connection
+    request_handler: _Handler
 
     def log_exception(self, exc_info: Any) -> None:
         logger.debug("exporter: answering %s failed: %s", self.request_handler.client_address[0], exc_info[1])
@@ -232,7 +234,7 @@ class _Handler(WSGIRequestHandler):
         limits = self.server.limits
         if self._served:
             self._connection.expect("idle", limits.idle_timeout)
-            if not self.rfile.peek(1):  # the client closed its keep-alive connection
+            if not cast(io.BufferedReader, self.rfile).peek(1):  # the client closed its keep-alive connection
                 self.close_connection = True
                 return
             self._connection.expect("request", limits.request_timeout)
@@ -247,9 +249,12 @@ class _Handler(WSGIRequestHandler):
         if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
             self.close_connection = True  # bodies are never read; the next bytes would not be a request
         self._connection.expect("answer", limits.answer_timeout)
-        handler = _ServerHandler(self.rfile, self.wfile, sys.stderr, self.get_environ(), multithread=True)
+        app = self.server.get_app()
+        assert app is not None, "set_app() runs before the server accepts"
+        handler = _ServerHandler(cast(IO[bytes], self.rfile), cast(IO[bytes], self.wfile), sys.stderr,
+                                 self.get_environ(), multithread=True)
         handler.request_handler = self
-        handler.run(self.server.get_app())
+        handler.run(app)
         self._served += 1
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -255,6 +255,8 @@ class WebConfigSource:
         self._clock = clock
         self._lock = threading.Lock()
         self._log = TransitionLog(logger)
+        self._mark: tuple[tuple[int, int, int], ...]
+        self._files: list[Path]
         if path is None:
             self._current, self._files, self._mark = WebSecurity(), [], ()
         else:

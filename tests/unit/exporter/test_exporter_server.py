@@ -102,11 +102,19 @@ def test_healthz_turns_503_with_the_reason_and_back(running, monkeypatch):
     monkeypatch.setattr("krakenplug.exporter.app.HEALTH_MAX_AGE_SECONDS", 0.0)
     port, devices_file = running()
     write_devices(devices_file, faults={"sample_error": "ECC storm"})
-    status, _, body = get(port, "/healthz")
+    # The fake backend's file watcher applies the edit a moment later, as a driver fault would arrive.
+    status, _, body = _eventually(lambda: get(port, "/healthz"), lambda answer: answer[0] != 200)
     assert status == 503 and b"last collection failed" in body and b"ECC storm" in body
     assert get(port, "/metrics")[0] == 200  # the page itself stays up
     write_devices(devices_file)
-    assert get(port, "/healthz")[::2] == (200, b"ok\n")
+    assert _eventually(lambda: get(port, "/healthz"), lambda answer: answer[0] == 200)[::2] == (200, b"ok\n")
+
+
+def _eventually(call, done, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not done(answer := call()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return answer
 
 
 def test_pod_labels_come_from_the_kubelet(running, fake_kubelet):
