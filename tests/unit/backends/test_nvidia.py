@@ -582,3 +582,14 @@ def test_preferred_allocation_without_nvlink_uses_the_common_ancestor(libnvml: P
 def test_library_info_names_nvml_and_the_driver(backend: NvidiaBackend, libnvml: Path) -> None:
     info = backend.library_info()
     assert (info.library, info.api) == (str(libnvml), "NVML 12.550.54.15 (driver 550.54.15)")
+
+
+def test_one_failing_query_reads_as_absent_and_the_gpu_stays_served(backend: NvidiaBackend,
+                                                                    fixture: Fixture) -> None:
+    backend.devices()
+    fixture.update({"fail.nvmlDeviceGetTemperature.0": 999, "fail.nvmlDeviceGetPciInfo_v3.0": 999,
+                    "fail.nvmlDeviceGetMemoryInfo_v2.0": 999})
+    gpu = devices_by_id(backend)[UUID0]
+    assert (gpu.healthy, gpu.pci_bus_id, gpu.numa_node, gpu.memory_total_mb) == (True, None, None, 81559)
+    sample = backend.sample(gpu)
+    assert (sample.temperature_celsius, sample.memory_used_mb, sample.utilization_percent) == (None, None, 88.0)

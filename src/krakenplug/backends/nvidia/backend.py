@@ -160,7 +160,7 @@ class NvidiaBackend:
     def sample(self, device: base.Device) -> base.DeviceSample:
         api, handle = self._api(), self._handle_of(device)
         key = self._key_of(device)
-        memory = self._reader().read(handle, key=key)
+        memory = gpus.optional_memory(self._reader(), handle, key=key)
         utilization = gpus.optional(api, "nvmlDeviceGetUtilizationRates", handle, key=key)
         temperature = gpus.optional(api, "nvmlDeviceGetTemperature", handle, pynvml.NVML_TEMPERATURE_GPU, key=key)
         milliwatts = gpus.optional(api, "nvmlDeviceGetPowerUsage", handle, key=key)
@@ -230,12 +230,15 @@ class NvidiaBackend:
         if self._book.problem_changed(gpu.index, ""):
             logger.info("nvidia: GPU %s answers", gpu.uuid)
         node = self._device_node(f"nvidia{gpu.minor}") if gpu.minor is not None else None
+        memory_mb = gpu.memory.total_bytes // MIB if gpu.memory else 0
         if gpu.memory is None:
+            known = self._book.last_known(gpu.index)
+            memory_mb = known.memory_total_mb if known is not None and known.id == gpu.uuid else 0
             self._log.report(("memory", gpu.uuid), "absent", logging.INFO,
-                             "nvidia: GPU %s offers no memory info; listed with memory unknown", gpu.uuid)
+                             "nvidia: GPU %s gives no memory info; listed with the last known total (%d MB; "
+                             "0 = unknown)", gpu.uuid, memory_mb)
         device = base.Device(
-            id=gpu.uuid, index=gpu.index, vendor="nvidia", model=gpu.name,
-            memory_total_mb=gpu.memory.total_bytes // MIB if gpu.memory else 0,
+            id=gpu.uuid, index=gpu.index, vendor="nvidia", model=gpu.name, memory_total_mb=memory_mb,
             resource=self._options.resource_for(gpu.name, DEFAULT_RESOURCE),
             numa_node=_sysfs.numa_node(self._options.sysfs_root, gpu.bus_id), pci_bus_id=gpu.bus_id, uuid=gpu.uuid,
             device_nodes=(node,) if node is not None else (),

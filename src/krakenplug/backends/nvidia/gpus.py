@@ -4,7 +4,9 @@ Memory comes from ``nvmlDeviceGetMemoryInfo_v2`` where the library has it: its `
 memory the driver reserves (v1's ``used`` counts it), and ``reserved`` is reported apart. Older libraries
 lack the v2 symbol; the v1 call is then used and its ``used`` includes the reserve (logged once).
 A GPU or MIG device that does not offer memory info (integrated SoC GPUs: NOT_SUPPORTED; MIG devices in
-some setups: NO_PERMISSION) is still listed, with its memory unknown.
+some setups: NO_PERMISSION) is still listed, with its memory unknown. Queries a device can be served
+without (PCI info, minor number, memory, metrics) read as absent when they fail (``_vendorlib.OptionalQueries``:
+logged when the failure starts and ends); identity queries (handle, UUID, name, MIG mode) do not.
 
 MIG devices are found as nvml.h describes: ``nvmlDeviceGetMaxMigDeviceCount`` bounds the indexes and
 ``nvmlDeviceGetMigDeviceHandleByIndex`` answers NOT_FOUND where no MIG device exists (indexes may have
@@ -20,7 +22,6 @@ from typing import Any
 
 import pynvml
 
-from krakenplug import errors
 from krakenplug.backends import _sysfs, _vendorlib
 from krakenplug.backends.nvidia import mig, nvml
 from krakenplug.transitions import TransitionLog
@@ -28,6 +29,7 @@ from krakenplug.transitions import TransitionLog
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+_OPTIONAL = _vendorlib.OptionalQueries("nvidia")
 # The v2 call is absent (old library) or refuses the struct version: use v1 from then on.
 _NO_V2_CODES = (pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
 
@@ -45,7 +47,7 @@ class Gpu:
     handle: Any
     uuid: str
     name: str
-    bus_id: str
+    bus_id: str | None
     minor: int | None
     memory: Memory | None
     mig_enabled: bool
@@ -85,7 +87,8 @@ class MemoryReader:
                 return Memory(int(info.total), int(info.used), int(info.reserved))
             except _vendorlib.VendorCallError as err:
                 if err.code not in _NO_V2_CODES:
-                    return _not_offered(err)
+                    _not_offered(err)
+                    return None
                 self._v2 = False
                 self._log.report("v1", "v1", logging.WARNING,
                                  "nvidia: %s; reading memory with v1 nvmlDeviceGetMemoryInfo, whose 'used' "
@@ -93,23 +96,26 @@ class MemoryReader:
         try:
             info = self._api.call("nvmlDeviceGetMemoryInfo", handle, key=key)
         except _vendorlib.VendorCallError as err:
-            return _not_offered(err)
+            _not_offered(err)
+            return None
         return Memory(int(info.total), int(info.used), None)
 
 
 def _not_offered(err: _vendorlib.VendorCallError) -> None:
+    """Raises ``err`` unless it says the device does not offer memory info."""
     if not isinstance(err, _vendorlib.NotSupported):
         raise err
     logger.debug("nvidia: memory info not offered: %s", err)
 
 
-def optional(api: nvml.Nvml, name: str, *args: Any, key: Hashable | None) -> Any:
-    """The call's result, or None when this GPU or driver does not offer it."""
-    try:
-        return api.call(name, *args, key=key)
-    except _vendorlib.NotSupported as err:
-        logger.debug("nvidia: %s", err)
-        return None
+def optional(api: nvml.Nvml, name: str, *args: Any, key: Hashable) -> Any:
+    """The call's result, or None when this GPU or driver does not offer it or the call fails."""
+    return _OPTIONAL.get(lambda: api.call(name, *args, key=key), key=key, what=name)
+
+
+def optional_memory(memory: MemoryReader, handle: Any, *, key: Hashable) -> Memory | None:
+    """``memory.read``, or None when it fails (the device keeps being served)."""
+    return _OPTIONAL.get(lambda: memory.read(handle, key=key), key=key, what="memory info")
 
 
 def text(value: str | bytes) -> str:
@@ -121,12 +127,16 @@ def read_gpu(api: nvml.Nvml, memory: MemoryReader, index: int) -> Gpu:
     handle = api.call("nvmlDeviceGetHandleByIndex", index, key=index)
     uuid = text(api.call("nvmlDeviceGetUUID", handle, key=index))
     name = text(api.call("nvmlDeviceGetName", handle, key=index))
-    bus_id = _sysfs.normalize_bus_id(text(api.call("nvmlDeviceGetPciInfo_v3", handle, key=index).busId))
+    pci = optional(api, "nvmlDeviceGetPciInfo_v3", handle, key=index)
+    bus_id = _sysfs.normalize_bus_id(text(pci.busId)) if pci is not None else None
     minor = optional(api, "nvmlDeviceGetMinorNumber", handle, key=index)
-    modes = optional(api, "nvmlDeviceGetMigMode", handle, key=index)  # NOT_SUPPORTED: not MIG capable
+    try:
+        modes = api.call("nvmlDeviceGetMigMode", handle, key=index)
+    except _vendorlib.NotSupported:
+        modes = None  # not a MIG-capable GPU
     enabled = modes is not None and modes[0] == pynvml.NVML_DEVICE_MIG_ENABLE
     return Gpu(index=index, handle=handle, uuid=uuid, name=name, bus_id=bus_id, minor=minor,
-               memory=memory.read(handle, key=index), mig_enabled=enabled)
+               memory=optional_memory(memory, handle, key=index), mig_enabled=enabled)
 
 
 def read_mig_devices(api: nvml.Nvml, memory: MemoryReader, gpu: Gpu) -> list[MigDevice]:
@@ -145,7 +155,7 @@ def read_mig_devices(api: nvml.Nvml, memory: MemoryReader, gpu: Gpu) -> list[Mig
                 continue  # no MIG device at this index
             raise
         attributes = api.call("nvmlDeviceGetAttributes_v2", handle, key=key)
-        device_memory = memory.read(handle, key=key)
+        device_memory = optional_memory(memory, handle, key=key)
         memory_mb = device_memory.total_bytes // MIB if device_memory else int(attributes.memorySizeMB)
         found.append(MigDevice(
             gpu=gpu, position=position, handle=handle, uuid=text(api.call("nvmlDeviceGetUUID", handle, key=key)),
@@ -157,8 +167,3 @@ def read_mig_devices(api: nvml.Nvml, memory: MemoryReader, gpu: Gpu) -> list[Mig
             memory_mb=memory_mb, memory=device_memory,
         ))
     return found
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise errors.DeviceQueryError(message)

@@ -69,7 +69,7 @@ class Nvml:
         self._queries.close()
         self._events.close()
 
-    def _run(self, caller: _vendorlib.BoundedCaller, name: str, args: tuple, *, key: Hashable | None,
+    def _run(self, caller: _vendorlib.BoundedCaller, name: str, args: tuple[Any, ...], *, key: Hashable | None,
              timeout: float | None) -> Any:
         function = getattr(pynvml, name)
         where = f"{name}(device {key})" if key is not None else name

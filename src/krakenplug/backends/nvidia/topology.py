@@ -49,7 +49,7 @@ class Topology:
 
     def score(self, first: base.Device, second: base.Device) -> int:
         links = self._nvlinks(first)[second.pci_bus_id or ""] or self._nvlinks(second)[first.pci_bus_id or ""]
-        return NVLINK_SCORE * links + (pynvml.NVML_TOPOLOGY_SYSTEM - self._level(first, second))
+        return NVLINK_SCORE * links + (int(pynvml.NVML_TOPOLOGY_SYSTEM) - self._level(first, second))
 
     def _nvlinks(self, device: base.Device) -> collections.Counter[str]:
         with self._lock:
@@ -82,7 +82,7 @@ class Topology:
         if known is not None:
             return known
         handles = self._handle_of(first.id), self._handle_of(second.id)
-        level: int = pynvml.NVML_TOPOLOGY_SYSTEM
+        level = int(pynvml.NVML_TOPOLOGY_SYSTEM)
         if None not in handles:
             try:
                 level = int(self._api.call("nvmlDeviceGetTopologyCommonAncestor", *handles))
