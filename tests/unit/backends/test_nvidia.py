@@ -440,6 +440,7 @@ def test_mig_strategy_single_refuses_other_layouts(libnvml: Path, fixture: Fixtu
     fixture.replace_devices(layout)
     with closing(open_mig(libnvml, host, proc, "single")) as backend:
         assert backend.devices() == []
+        assert found in backend.library_info().reason  # krakenplug devices shows it
     assert "mig_strategy=single needs every GPU MIG-enabled with MIG devices of one profile" in caplog.text
     assert found in caplog.text
 

@@ -127,7 +127,9 @@ class NvidiaBackend:
             library=self._source or None,
             api=f"NVML {self._nvml_version() or 'unknown'} (driver {self.driver_version() or 'unknown'})",
             path=f"pynvml; memory {memory}; mig_strategy={self._options.mig_strategy}",
-            reason="memory v1: used includes the driver's reserved memory" if memory == "v1" else "",
+            reason="; ".join(filter(None, [
+                "memory v1: used includes the driver's reserved memory" if memory == "v1" else "",
+                self._log.active("mig") or ""])),  # a refused MIG layout says so here too
         )
 
     def devices(self) -> Sequence[base.Device]:
