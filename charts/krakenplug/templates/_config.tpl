@@ -85,7 +85,8 @@ The whole config.yaml of one vendor. Call with (dict "root" $ "vendor" $vendor "
       "registry_dir" $dra.registryDir
       "plugins_dir" $dra.pluginsDir
       "max_devices_per_slice" (int $dra.maxDevicesPerSlice)
-      "health_timeout_seconds" (int $dra.healthTimeoutSeconds) }}
+      "health_timeout_seconds" (int $dra.healthTimeoutSeconds)
+      "share_memory_step_mb" (int $dra.shareMemoryStepMb) }}
 {{- if $dra.driverName }}
 {{- $_ := set $draOut "driver_name" $dra.driverName }}
 {{- end }}
