@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import TypeVar
 
 from krakenplug.backends import base
 
 logger = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
 
 
 def unhealthy(device: base.Device, reason: str) -> base.Device:
@@ -55,6 +58,19 @@ class DeviceBook:
         with self._lock:
             gone = [device for key, device in self._known.items() if key not in present]
         return [unhealthy(device, reason) for device in gone]
+
+    def collect(self, keys: Sequence[K], describe: Callable[[K], base.Device | None], *,
+                gone: str) -> tuple[list[base.Device], dict[str, K]]:
+        """One snapshot: ``describe(key)`` for every listed key (None: never seen, not answering), then the
+        known devices the library no longer lists, Unhealthy with ``gone``. Also returns key by device ID."""
+        found: list[base.Device] = []
+        located: dict[str, K] = {}
+        for key in keys:
+            device = describe(key)
+            if device is not None:
+                found.append(device)
+                located[device.id] = key
+        return found + self.unlisted(set(keys), gone), located
 
     def all_failed(self, reason: str) -> list[base.Device]:
         """Every known device marked Unhealthy: enumeration itself failed."""

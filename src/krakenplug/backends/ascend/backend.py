@@ -131,14 +131,8 @@ class AscendBackend:
         except errors.DeviceQueryError as err:
             logger.warning("ascend: cannot list NPUs: %s", err)
             return self._book.all_failed(f"cannot list NPUs: {err}")
-        found: list[base.Device] = []
-        located: dict[str, dcmi.Address] = {}
-        for address in addresses:
-            device = self._describe(api, address)
-            if device is not None:
-                found.append(device)
-                located[device.id] = address
-        found.extend(self._book.unlisted(set(addresses), "DCMI no longer lists this NPU"))
+        found, located = self._book.collect(addresses, lambda address: self._describe(api, address),
+                                            gone="DCMI no longer lists this NPU")
         with self._lock:
             self._addresses = located
         return found

@@ -114,14 +114,8 @@ class CambriconBackend:
         except errors.DeviceQueryError as err:
             logger.warning("cambricon: cannot count MLUs: %s", err)
             return self._book.all_failed(f"cannot count MLUs: {err}")
-        found: list[base.Device] = []
-        located: dict[str, int] = {}
-        for index in range(count):
-            device = self._describe(api, index)
-            if device is not None:
-                found.append(device)
-                located[device.id] = index
-        found.extend(self._book.unlisted(set(range(count)), "CNDev no longer lists this MLU"))
+        found, located = self._book.collect(range(count), lambda index: self._describe(api, index),
+                                            gone="CNDev no longer lists this MLU")
         self._check_against_sysfs(count)
         with self._lock:
             self._indexes = located
