@@ -22,7 +22,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Counts one more failure and returns how long to wait before the next try."""
-        ceiling = min(self._maximum, self._initial * 2 ** min(self.failures, 62))
+        ceiling = min(self._maximum, self._initial * 2.0 ** min(self.failures, 62))
         self.failures += 1
         return ceiling * (1 - self._jitter * self._uniform())
 

@@ -61,8 +61,9 @@ class RetryingBackend:
         inner_class = type(inner)
         if inner_class not in cls._classes:
             mixins = tuple(forwarder for capability, forwarder in _FORWARDERS if isinstance(inner, capability))
+            options: type[base.BackendOptions] = getattr(inner_class, "Options")  # noqa: B009 - BackendClass
             cls._classes[inner_class] = type(f"Retrying{inner_class.__name__}", (*mixins, cls),
-                                             {"name": inner.name, "Options": inner_class.Options})
+                                             {"name": inner.name, "Options": options})
         return cls._classes[inner_class]
 
     @property

@@ -48,7 +48,7 @@ class Labeller:
         logger.info("discovery for %s labels node %s on every device change and every %g s",
                     self._namespace, self._node_name, self._config.interval_seconds)
         unsubscribe = self._hub.subscribe(lambda _snapshot: self._wake.set())
-        waker = threading.Thread(target=lambda: (stop.wait(), self._wake.set()), name="discovery-stop", daemon=True)
+        waker = threading.Thread(target=self._wake_on, args=(stop,), name="discovery-stop", daemon=True)
         waker.start()
         try:
             self._loop(stop)
@@ -56,6 +56,10 @@ class Labeller:
             unsubscribe()
             if self._nodes is not None:
                 self._nodes.close()
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
 
     def _loop(self, stop: threading.Event) -> None:
         own: dict[str, str] | None = None

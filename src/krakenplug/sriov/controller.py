@@ -17,7 +17,7 @@ from krakenplug.backends import base
 from krakenplug.cluster import events, nodes
 from krakenplug.hub import DeviceHub
 from krakenplug.kubelet_podresources import PodResourcesClient, PodResourcesError
-from krakenplug.sriov import wanted
+from krakenplug.sriov import wanted as sources
 from krakenplug.transitions import TransitionLog
 
 __all__ = ["LabelUnknown", "NodeLabel", "SriovController"]
@@ -110,9 +110,9 @@ class SriovController:
         self._pod_resources.close()
         self._label.close()
 
-    def wanted(self) -> wanted.WantedVfs:
+    def wanted(self) -> sources.WantedVfs:
         """The count of the highest source that sets one; raises SriovRejected or LabelUnknown."""
-        return wanted.wanted(self._options, self._node_name, self._label.value())
+        return sources.wanted(self._options, self._node_name, self._label.value())
 
     def reconcile(self) -> bool:
         """Brings every PF to the wanted count where allowed; True when any PF changed (or may have)."""
@@ -121,7 +121,7 @@ class SriovController:
             return False
         try:
             target = self.wanted()
-        except wanted.SriovRejected as err:
+        except sources.SriovRejected as err:
             self._report("config", "SriovConfigRejected", f"{err}; VFs left as they are")
             return False
         except LabelUnknown as err:
@@ -164,7 +164,7 @@ class SriovController:
         held = (decoder.physical_id(allocation.device_id) for allocation in self._pod_resources.list())
         return {device_id for device_id in held if device_id is not None}
 
-    def _change(self, pf: base.PhysicalFunction, target: wanted.WantedVfs, allocated: set[str]) -> bool:
+    def _change(self, pf: base.PhysicalFunction, target: sources.WantedVfs, allocated: set[str]) -> bool:
         busy = sorted(self._members(pf) & allocated)
         if busy:
             self._report(pf.bus_id, "SriovChangeDeferred",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from kubernetes.client import ApiClient
+
 from krakenplug.backends import base
 from krakenplug.cluster import config as cluster_config
 from krakenplug.cluster import events, nodes
@@ -24,15 +26,14 @@ def build(settings: Settings, hub: DeviceHub, backend: base.SupportsSriov) -> Sr
     """The controller with its API server, Events and PodResources clients."""
     options = backend.sriov_options()
     kubeconfig = options.kubeconfig or settings.discovery.kubeconfig
-    client: nodes.NodeClient | None = None
+    api_client: ApiClient | None = None
     try:
         api_client = cluster_config.connect(kubeconfig)
     except cluster_config.ClusterUnavailable as err:
         logger.warning("no Kubernetes API access (%s); node labels are treated as unset and events are only "
                        "logged", err)
-        api_client = None
-    else:
-        client = nodes.NodeClient(api_client, settings.node_name, timeout_seconds=API_TIMEOUT_SECONDS)
+    client = (nodes.NodeClient(api_client, settings.node_name, timeout_seconds=API_TIMEOUT_SECONDS)
+              if api_client is not None else None)
     label = NodeLabel(client, options.sriov_node_label, watch=options.sriov_watch_label)
     return SriovController(backend, hub, node_name=settings.node_name, label=label,
                            node_events=events.NodeEvents(api_client, settings.node_name,
@@ -40,11 +41,16 @@ def build(settings: Settings, hub: DeviceHub, backend: base.SupportsSriov) -> Sr
                            pod_resources=PodResourcesClient(options.pod_resources_socket))
 
 
+def _set_on(stop: threading.Event, wake: threading.Event) -> None:
+    stop.wait()
+    wake.set()
+
+
 def run(settings: Settings, hub: DeviceHub, backend: base.SupportsSriov, stop: threading.Event) -> None:
     """Reconciles on start, new snapshots, label changes and every hub poll interval, until ``stop``."""
     wake = threading.Event()
     unsubscribe = hub.subscribe(lambda _snapshot: wake.set())
-    threads = [threading.Thread(target=lambda: (stop.wait(), wake.set()), name="sriov-stop", daemon=True)]
+    threads = [threading.Thread(target=_set_on, args=(stop, wake), name="sriov-stop", daemon=True)]
     controller: SriovController | None = None
     try:
         threads[0].start()
