@@ -219,20 +219,22 @@ const char *nvmlErrorString(nvmlReturn_t result) {
     }
 }
 
-nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned length) {
-    int fault = fx_fault("nvmlSystemGetDriverVersion", -1);
+/* A library-wide version string: an injected fault for `function`, else the fixture's `key` or `fallback`. */
+static nvmlReturn_t version_text(const char *function, const char *key, const char *fallback, char *out,
+                                 unsigned length) {
+    int fault = fx_fault(function, -1);
     if (fault) return fault;
     char value[FX_LINE];
-    fx_str("driver_version", value, sizeof value, "550.54.15");
-    return fx_copy_out(version, length, value) ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+    fx_str(key, value, sizeof value, fallback);
+    return fx_copy_out(out, length, value) ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned length) {
+    return version_text("nvmlSystemGetDriverVersion", "driver_version", "550.54.15", version, length);
 }
 
 nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned length) {
-    int fault = fx_fault("nvmlSystemGetNVMLVersion", -1);
-    if (fault) return fault;
-    char value[FX_LINE];
-    fx_str("nvml_version", value, sizeof value, "12.550.54.15");
-    return fx_copy_out(version, length, value) ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+    return version_text("nvmlSystemGetNVMLVersion", "nvml_version", "12.550.54.15", version, length);
 }
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned *count) {
