@@ -172,6 +172,11 @@ class DraSettings(_Section):
         60, ge=5, description="The kubelet marks a device Unknown without a health update this long; we resend at a third.",
     )
     sysfs_root: Path = Field(Path("/sys"), description="Where the PCIe root of each device is looked up.")
+    share_memory_step_mb: int = Field(
+        0, ge=0,
+        description="0: a device goes to one claim. Above 0: devices allow several claims "
+                    "(allowMultipleAllocations), each consuming memory in steps of this many MB (DRAConsumableCapacity).",
+    )
 
 
 class Settings(BaseSettings):
@@ -358,6 +363,10 @@ _SERVICE_LINK = re.compile(r"^KRAKENPLUG_[A-Z0-9_]*_(SERVICE_HOST|SERVICE_PORT(_
                            r"(_(PROTO|PORT|ADDR))?)?)$")
 
 
+# Ours but not settings: the e2e suites' knobs, and what the fake backend gives workload containers.
+_NOT_SETTINGS = ("KRAKENPLUG_E2E_", "KRAKENPLUG_VISIBLE_DEVICES")
+
+
 def _known_variables() -> dict[str, FieldInfo]:
     """Every KRAKENPLUG_* name the environment source reads, mapped to its field."""
     known: dict[str, FieldInfo] = {}
@@ -379,7 +388,8 @@ def check_environment(environ: Mapping[str, str]) -> None:
     known = _known_variables()
     for variable, value in sorted(environ.items()):
         upper = variable.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or _SERVICE_LINK.match(upper):
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV or _SERVICE_LINK.match(upper) \
+                or upper.startswith(_NOT_SETTINGS):
             continue
         if len(value) > MAX_ENV_BYTES:
             raise errors.ConfigError(f"environment {variable}: value of {len(value)} characters is longer than "
