@@ -19,6 +19,7 @@ from krakenplug.api import dra_v1beta1_pb2_grpc as dra_beta_grpc
 from krakenplug.api import drahealth_v1alpha1_pb2_grpc as health_grpc
 from krakenplug.api import pluginregistration_v1_pb2_grpc as reg_grpc
 from krakenplug.backends import base
+from krakenplug.cluster import config as cluster_config
 from krakenplug.dra import kube, names, server, service, slices, topology
 from krakenplug.dra.checkpoint import Checkpoint
 from krakenplug.dra.prepare import Preparer
@@ -42,7 +43,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     plugin_dir = config.plugins_dir / driver
     registration_path, dra_path = server.socket_paths(config.registry_dir, plugin_dir, driver,
                                                       config.rolling_update_uid)
-    api = kube.ResourceApi(kube.connect(config.kubeconfig), timeout_seconds=config.api_timeout_seconds)
+    api = kube.ResourceApi(lambda: cluster_config.connect(config.kubeconfig), timeout_seconds=config.api_timeout_seconds)
     backend = hub.backend
     driver_version = backend.driver_version() if isinstance(backend, base.SupportsDriverVersion) else None
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from krakenplug import errors
+from krakenplug.cluster import config as cluster_config
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ _HINTS = {
 }
 
 
-class ClusterUnavailable(errors.KrakenplugError):
-    """No cluster configuration: not in a pod and no kubeconfig, or the kubeconfig is unusable."""
-
-
 class ApiError(errors.KrakenplugError):
     """A call failed; ``status`` is the HTTP status, None when no answer came back."""
 
@@ -45,30 +42,27 @@ class ApiError(errors.KrakenplugError):
         self.status = status
 
 
-def connect(kubeconfig: Path | None) -> client.ApiClient:
-    """An API client from ``kubeconfig``, or from the pod's service account when it is None."""
-    configuration = client.Configuration()
-    configuration.retries = urllib3.Retry(total=1, connect=1, read=1, redirect=0, status=0)
-    try:
-        if kubeconfig is not None:
-            api_client: client.ApiClient = config.new_client_from_config(
-                config_file=str(kubeconfig), persist_config=False, client_configuration=configuration)
-            return api_client
-        config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration=configuration)
-    except (ConfigException, OSError, ValueError, TypeError) as err:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config"
-        raise ClusterUnavailable(f"{where}: {err}") from err
-
-
 class ResourceApi:
     """ResourceSlices of one node and driver, and ResourceClaim reads."""
 
-    def __init__(self, api_client: client.ApiClient, *, timeout_seconds: float) -> None:
-        self._api = client.ResourceV1Api(api_client)
+    def __init__(self, connect: Callable[[], client.ApiClient], *, timeout_seconds: float) -> None:
+        """``connect`` is called at the first request, and again after it failed (no cluster yet)."""
+        self._connect = connect
         self._timeout = timeout_seconds
+        self._lock = threading.Lock()
+        self._resource: client.ResourceV1Api | None = None
 
-    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Json:
+    @property
+    def _api(self) -> client.ResourceV1Api:
+        with self._lock:
+            if self._resource is None:
+                try:
+                    self._resource = client.ResourceV1Api(self._connect())
+                except cluster_config.ClusterUnavailable as err:
+                    raise ApiError(f"no API server configuration: {err}") from err
+            return self._resource
+
+    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Json:
         try:
             response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
             data = response.data

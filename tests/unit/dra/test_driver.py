@@ -153,3 +153,11 @@ def test_sharing_by_memory_lets_two_claims_use_one_device(node: Node, run_driver
         assert answers[uid].devices[0].device_name == "fake-0"
         spec = json.loads((node.cdi_dir / f"{DRIVER}_claim_{uid}.json").read_text())
         assert f"KRAKENPLUG_MEMORY_LIMIT_MB={limit}" in spec["devices"][0]["containerEdits"]["env"]
+
+
+def test_without_an_api_server_the_driver_registers_and_claims_fail_with_the_reason(node: Node, run_driver) -> None:
+    run_driver(node, kubeconfig=str(node.root / "missing-kubeconfig"))
+    node.kubelet.wait_for(_registered)
+    answer = node.kubelet.prepare(DRIVER, [("team", "u-1", "c")])["u-1"]
+    assert "claim team/c" in answer.error and "no API server configuration" in answer.error
+    assert node.kubelet.unprepare(DRIVER, [("team", "u-1", "c")])["u-1"].error == ""
