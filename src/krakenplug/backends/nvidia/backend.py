@@ -88,6 +88,7 @@ class NvidiaBackend:
         self._mig_places: dict[str, list[tuple[int, int, str]]] = {}  # GPU UUID -> (GI, CI, MIG UUID)
         self._mig_seen: dict[int, tuple[base.Device, ...]] = {}  # GPU index -> its MIG devices last listed
         self._whole_seen: dict[str, base.Device] = {}  # UUID -> GPU last advertised whole
+        self._mig_gpus: set[int] = set()  # indexes of GPUs last seen MIG-enabled (not advertised whole)
 
     def open(self) -> None:
         source = nvml.preload(self._options.library_path, self._options.driver_root)
@@ -223,6 +224,8 @@ class NvidiaBackend:
         with self._lock:  # a GPU that failed this time keeps its MIG devices (Unhealthy) for the next
             kept = {index: seen for index, seen in self._mig_seen.items() if index not in listed_indexes}
             self._mig_seen = {**kept, **{index: tuple(found) for index, found in by_gpu.items()}}
+            self._mig_gpus = (self._mig_gpus - listed_indexes) | {
+                gpu.index for gpu in listed if gpu.mig_enabled and self._options.mig_strategy != "none"}
             for gpu in listed:  # listed but not advertised whole (MIG, or refused): nothing to keep
                 self._whole_seen.pop(gpu.uuid, None)
             self._whole_seen.update({device.id: device for device in advertised})
@@ -274,10 +277,10 @@ class NvidiaBackend:
     def _failed(self, index: int, reason: str) -> list[base.Device]:
         """What stays listed for a GPU whose query failed: its MIG devices, or the GPU, Unhealthy."""
         with self._lock:
-            seen = self._mig_seen.get(index, ())
+            seen, partitioned = self._mig_seen.get(index, ()), index in self._mig_gpus
         known = list(_devicebook.unhealthy(device, reason) for device in seen) if seen else []
-        if not known and (whole := self._book.failed(index, reason)) is not None:
-            known = [whole]
+        if not known and not partitioned and (whole := self._book.failed(index, reason)) is not None:
+            known = [whole]  # (a MIG GPU without MIG devices was not advertised: it stays so)
         if not known:
             self._log.report(("skipped", index), reason, logging.WARNING,
                              "nvidia: skipping GPU %d until it answers: %s", index, reason)

@@ -58,7 +58,9 @@ class Topology:
             return known
         peers: collections.Counter[str] = collections.Counter()
         handle = self._handle_of(device.id)
-        for link in range(pynvml.NVML_NVLINK_MAX_LINKS if handle is not None else 0):
+        if handle is None:  # not listed (yet): no links, and nothing to remember
+            return peers
+        for link in range(pynvml.NVML_NVLINK_MAX_LINKS):
             try:
                 if self._api.call("nvmlDeviceGetNvLinkState", handle, link) != pynvml.NVML_FEATURE_ENABLED:
                     continue
@@ -83,11 +85,12 @@ class Topology:
             return known
         handles = self._handle_of(first.id), self._handle_of(second.id)
         level = int(pynvml.NVML_TOPOLOGY_SYSTEM)
-        if None not in handles:
-            try:
-                level = int(self._api.call("nvmlDeviceGetTopologyCommonAncestor", *handles))
-            except errors.DeviceQueryError as err:
-                logger.debug("nvidia: no common ancestor of %s and %s: %s", first.id, second.id, err)
+        if None in handles:
+            return level
+        try:
+            level = int(self._api.call("nvmlDeviceGetTopologyCommonAncestor", *handles))
+        except errors.DeviceQueryError as err:
+            logger.debug("nvidia: no common ancestor of %s and %s: %s", first.id, second.id, err)
         with self._lock:
             self._levels[pair] = level
         return level
