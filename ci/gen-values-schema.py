@@ -133,7 +133,8 @@ def model_schema(model: type[BaseModel], definitions: dict[str, Schema]) -> Sche
     schema = model.model_json_schema(ref_template="#/definitions/{model}", mode="validation")
     for name, sub in schema.pop("$defs", {}).items():
         definitions[name] = _host_paths(sub)
-    return _host_paths(schema)
+    hosted: Schema = _host_paths(schema)
+    return hosted
 
 
 def _host_paths(schema: Any) -> Any:

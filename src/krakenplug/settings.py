@@ -236,7 +236,8 @@ class Settings(BaseSettings):
         """``backends.<name>`` is validated by ``<name>``'s own options model (the discriminator is the key)."""
         raw: dict[str, Any] = handler({}) if value is None else value
         if not isinstance(raw, dict):
-            return handler(value)  # type: ignore[no-any-return]  # pydantic reports the wrong type
+            wrong: dict[str, BackendOptions] = handler(value)  # pydantic reports the wrong type
+            return wrong
         registry = _registry()
         typed: dict[str, BackendOptions] = {}
         problems: list[InitErrorDetails] = []
@@ -290,28 +291,29 @@ class _StrictLoader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
             raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a config file", mark)
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_cut(key)}",
                                                         key_node.start_mark)
-            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml_file(path: Path, *, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
