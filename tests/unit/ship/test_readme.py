@@ -303,3 +303,23 @@ def test_readme_settings_block_shows_the_real_defaults() -> None:
     assert shown["log"] == {"level": defaults.log.level, "format": defaults.log.format}
     assert shown["plugin"]["replicas"] == defaults.plugin.replicas
     assert shown["exporter"]["address"] == defaults.exporter.address
+
+
+def _apt_packages() -> set[str]:
+    """What `.ci/run` and `ci/build-image.sh` may install with apt-get."""
+    ci_run = (REPO_ROOT / ".ci" / "run").read_text()
+    packages = {word for group in re.findall(r"need\+=\(([^)]*)\)", ci_run) for word in group.split()}
+    build = (REPO_ROOT / "ci" / "build-image.sh").read_text()
+    tools = re.search(r"for tool in ([^;]+); do", build)
+    assert tools is not None
+    packages |= {pair.split(":")[1] for pair in tools.group(1).split()}
+    return packages
+
+
+def test_readme_says_next_to_ci_run_that_it_installs_debian_packages_as_root() -> None:
+    first_block_end = README.index("```", README.index("```sh") + 5)
+    note = README[first_block_end:README.index("KrakenPlug gives")]
+    assert "**as root**" in note and "apt-get" in note
+    assert "prometheus.service" in note and "systemctl disable --now prometheus" in note
+    missing = sorted(package for package in _apt_packages() if package not in note)
+    assert not missing, f"README does not name {missing} next to `bash .ci/run`"
