@@ -26,10 +26,11 @@ def _no_cluster_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def sysfs(tmp_path: Path) -> Path:
+    """Two Kunlun PFs with 3 VFs each, and another vendor's PF that is none of ours."""
     root = tmp_path / "sys"
-    make_pci_device(root, PF0, vendor=VENDOR, device=0x3684, numa_node=0, total_vfs=3)
-    make_pci_device(root, PF1, vendor=VENDOR, device=0x3684, numa_node=1, total_vfs=3)
-    make_pci_device(root, "0000:01:00.0", vendor=0x10DE, device=0x2330, total_vfs=8)  # someone else's PF
+    for numa_node, bus_id in enumerate((PF0, PF1)):
+        make_pci_device(root, bus_id, vendor=VENDOR, device=0x3684, numa_node=numa_node, total_vfs=3)
+    make_pci_device(root, "0000:01:00.0", vendor=0x10DE, device=0x2330, total_vfs=8)
     return root
 
 
