@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", metavar="FILE",
                      help="kubeconfig for the API server (discovery, SR-IOV, DRA); default: env KUBECONFIG, "
                           "else the pod's service account, else ~/.kube/config, as kubectl does")
+    run.add_argument("--allocation-mode", choices=["device-plugin", "dra"],
+                     help="hand devices out through the device plugin or the DRA driver (dra.allocation_mode)")
     for component in COMPONENTS:
         run.add_argument(f"--{component}", dest=component, action=argparse.BooleanOptionalAction, default=None,
                          help=f"enable or disable the {component} component "
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="self-contained demo: kubelet simulator + agent on the fake backend")
     demo.add_argument("--keep-running", action="store_true", help="keep serving until Ctrl-C")
+    demo.add_argument("--dra", action="store_true",
+                      help="the DRA driver instead: ResourceSlice, a claim prepared into a CDI spec, a health taint")
     return parser
 
 
@@ -129,6 +133,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exporter": {"address": get("metrics_address"), "pod_resources_socket": get("pod_resources_socket"),
                      "enabled": get("exporter")},
         "discovery": {"enabled": get("discovery"), "kubeconfig": get("kubeconfig")},
+        "dra": {"allocation_mode": get("allocation_mode"), "kubeconfig": get("kubeconfig")},
         "backends": {},
     }
     if get("fake_devices"):
@@ -186,6 +191,14 @@ def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def selected_components(config: settings.Settings) -> list[str]:
+    """The enabled components; allocation mode dra serves the DRA driver instead of the device plugin."""
+    enabled = [name for name in COMPONENTS if getattr(config, name).enabled]
+    if config.dra.allocation_mode == "dra":  # one allocation mode per vendor: no device is handed out twice
+        enabled = [name for name in enabled if name != "plugin"] + ["dra"]
+    return enabled
+
+
 def hub_poll_seconds(config: settings.Settings) -> float:
     """How often the device hub re-reads the backend: ``plugin.rescan_interval_seconds``, or the backend's
     ``health_poll_interval_seconds`` where that asks for more often (health comes from the same read)."""
@@ -195,7 +208,7 @@ def hub_poll_seconds(config: settings.Settings) -> float:
 def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> int:
     """Runs every enabled component on one shared backend until SIGTERM/SIGINT or ``stop``."""
     stop = stop or threading.Event()
-    enabled = [name for name in COMPONENTS if getattr(config, name).enabled]
+    enabled = selected_components(config)
     if not enabled:
         raise errors.ConfigError("plugin.enabled, exporter.enabled, discovery.enabled: all are false; nothing to run")
     backend = backends.open_backend(config)
@@ -208,6 +221,14 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     def _run(name: str) -> None:
         try:
             importlib.import_module(f"krakenplug.{name}").run(config, devices, stop)
+        except errors.ConfigError as err:  # a setting that cannot work (busy port, bad file): one line, no traceback
+            logger.error("component %s cannot start: %s", name, err)
+            failures.append(name)
+            stop.set()
+        except errors.RegistrationError as err:  # another plugin on our socket, a crash loop: one clear line
+            logger.error("component %s stopped: %s", name, err)
+            failures.append(name)
+            stop.set()
         except Exception:  # a component that dies takes the agent down so the kubelet restarts the pod
             logger.exception("component %s failed", name)
             failures.append(name)
@@ -241,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         logs.configure(level="warning")
+        if args.dra:
+            if args.keep_running:
+                print("krakenplug: demo --dra does not take --keep-running", file=sys.stderr)
+                return EXIT_CONFIG
+            return importlib.import_module("krakenplug.demo_dra").main()
         return importlib.import_module("krakenplug.demo").main(keep_running=args.keep_running)
     try:
         config = load_settings(args)
