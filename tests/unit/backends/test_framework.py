@@ -23,9 +23,9 @@ def test_unknown_backend_names_the_known_ones() -> None:
 
 
 def test_backend_options_are_validated_by_the_backend_with_the_field_path() -> None:
-    config = settings.load(overrides={"backends": {"fake": {"watch_interval_seconds": "soon"}}})
+    # The settings validate backends.<name> with the backend's own model while loading (the new seam).
     with pytest.raises(errors.ConfigError, match=r"backends\.fake\.watch_interval_seconds.*'soon'"):
-        backends.create(config)
+        backends.create(settings.load(overrides={"backends": {"fake": {"watch_interval_seconds": "soon"}}}))
 
 
 def test_unavailable_backend_degrades_to_zero_devices(tmp_path: Path) -> None:
