@@ -46,11 +46,10 @@ file, which overrides the defaults. Exit codes: 0 ok, 1 a component failed, 2 in
 
 def _default(path: str) -> str:
     """The settings default of a dotted field, for --help (every flag itself defaults to "not given")."""
-    model: Any = settings.Settings
-    *sections, name = path.split(".")
-    for section in sections:
-        model = model.model_fields[section].annotation
-    return str(model.model_fields[name].get_default(call_default_factory=True))
+    value: Any = settings.Settings.model_construct()  # defaults only: no environment, no file, no validation
+    for name in path.split("."):
+        value = getattr(value, name)
+    return str(value)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
