@@ -105,6 +105,7 @@ fi
 log "buildah bud -t $tag"
 buildah_ bud --quiet --isolation chroot --pull=never "${build_args[@]}" -t "$tag" "$context" >"$out/build.log" 2>&1 \
   || fail "buildah bud failed: $(tail -30 "$out/build.log")"
+rm -rf "$context"
 
 log "smoke test: --help, --version, devices, demo; read-only root, no capabilities, uid 65532"
 help="$(run_image "$tag")" || fail "--help (the default command) exited non-zero"
