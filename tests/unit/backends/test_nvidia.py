@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -32,8 +31,8 @@ from fakelib import (
 )
 
 from fakenvml import H100, PROFILE_1G, PROFILE_3G, h100, mig_fields
+from fakenvml import add_mig_capabilities as add_capability_files
 
-import fakenvml
 from krakenplug import backends, errors, settings
 from krakenplug.backends import base
 from krakenplug.backends.nvidia import NvidiaBackend, NvidiaOptions, mig, xid
@@ -320,9 +319,14 @@ def test_gpu_that_appears_later_gets_xid_events(libnvml: Path, fixture: Fixture,
     with closing(backend), Watch(backend) as watch:
         fixture.update({"count": 2})
         assert UUID1 in devices_by_id(backend)  # the device hub's next read lists it
-        time.sleep(1)  # the watcher registers it for events at its next interval (0.1 s)
-        fixture.update({"event.1": f"1:{XID_EVENT}:79"})
-        watch.expect_change(lambda: devices_by_id(backend)[UUID1].health_reason == "XID 79")
+        # The watcher registers it at its next interval; NVML drops events of unregistered GPUs, so the
+        # XID is sent again until one arrives.
+        for sequence in range(1, 60):
+            fixture.update({f"event.{sequence}": f"1:{XID_EVENT}:79"})
+            if watch.changes.acquire(timeout=0.5) and devices_by_id(backend)[UUID1].health_reason == "XID 79":
+                break
+        else:
+            pytest.fail("GPU 1, which appeared after the watcher started, never got its XID")
         assert devices_by_id(backend)[UUID0].healthy
 
 
@@ -330,10 +334,10 @@ def test_xid_of_a_gpu_the_backend_does_not_list_is_ignored(libnvml: Path, fixtur
                                                            caplog: pytest.LogCaptureFixture) -> None:
     fixture.update({"fail.nvmlDeviceGetName.1": 999})  # GPU 1 never answers: it is not advertised
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
-    with closing(backend), Watch(backend), caplog.at_level("INFO", logger="krakenplug.backends.nvidia"):
+    with closing(backend), Watch(backend) as watch, caplog.at_level("INFO", logger="krakenplug.backends.nvidia"):
         fixture.update({"event.1": f"1:{XID_EVENT}:79", "event.2": f"0:{XID_EVENT}:48"})
-        while "XID 48" not in devices_by_id(backend)[UUID0].health_reason:
-            pass  # event 2 arrives after event 1, which must have marked nothing
+        # Event 2 arrives after event 1, which must have marked nothing (GPU 0 would read "XID 79").
+        watch.expect_change(lambda: devices_by_id(backend)[UUID0].health_reason == "XID 48")
         assert [d.id for d in backend.devices()] == [UUID0]
     assert f"ignoring XID 79 of GPU {UUID1}" in caplog.text
 
@@ -370,7 +374,7 @@ UNIFORM = mig_gpus(mig_fields((0, MIG_A, 1, 0, PROFILE_3G), (1, MIG_B, 2, 0, PRO
 
 
 def add_mig_capabilities(host: FakeHost, proc: Path, gpu_minor: int, gi: int, ci: int, minors: tuple[int, int]) -> None:
-    fakenvml.add_mig_capabilities(host.dev, proc, gpu_minor, gi, ci, minors)
+    add_capability_files(host.dev, proc, gpu_minor, gi, ci, minors)
 
 
 @pytest.fixture
