@@ -31,7 +31,6 @@ __all__ = [
     "Mount",
     "ResourceRule",
     "SupportsAllocationLimit",
-    "SupportsDriverVersion",
     "SupportsHealthEvents",
     "SupportsLastError",
     "SupportsLibraryInfo",
@@ -225,13 +224,6 @@ class SupportsAllocationLimit(Protocol):
     """The vendor gives a container at most this many devices (StreamComputing: one)."""
 
     def max_devices_per_container(self) -> int | None: ...
-
-
-@runtime_checkable
-class SupportsDriverVersion(Protocol):
-    """Every Backend has ``driver_version`` now; this remains for callers that still check (DRA, exporter)."""
-
-    def driver_version(self) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True)

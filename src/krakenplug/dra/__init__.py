@@ -45,7 +45,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                                       config.rolling_update_uid)
     api = kube.ResourceApi(lambda: cluster_config.connect(config.kubeconfig), timeout_seconds=config.api_timeout_seconds)
     backend = hub.backend
-    driver_version = backend.driver_version() if isinstance(backend, base.SupportsDriverVersion) else None
+    driver_version = backend.driver_version()
 
     def build(devices: Sequence[base.Device], generation: int) -> slices.Pool:
         return slices.build_pool(devices, driver=driver, node=node, generation=generation,

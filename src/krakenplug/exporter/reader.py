@@ -178,15 +178,12 @@ class VendorReader:
 
 def _unavailable_reason(backend: base.Backend) -> str:
     # The fallback wrapper serves zero devices while the vendor library cannot load; that is not "up".
-    last_error = getattr(backend, "last_error", None)
-    if isinstance(last_error, errors.BackendUnavailable):
-        return f"backend unavailable: {last_error}"
+    if isinstance(backend, base.SupportsLastError) and isinstance(backend.last_error, errors.BackendUnavailable):
+        return f"backend unavailable: {backend.last_error}"
     return ""
 
 
 def _driver_version(backend: base.Backend) -> str:
-    if not isinstance(backend, base.SupportsDriverVersion):
-        return ""
     try:
         return backend.driver_version() or ""
     except Exception as err:  # noqa: BLE001 - vendor boundary; a missing version is not worth a failure
