@@ -11,15 +11,16 @@ OCI layout; ``kubectl`` columns are checked against the resources the rendered a
 
 from __future__ import annotations
 
-import functools
-import http.server
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
-import threading
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,26 +55,24 @@ class Site:
         self.url = url
 
 
-@pytest.fixture(scope="module")
-def pages(tmp_path_factory: pytest.TempPathFactory, helm_env: dict[str, str]) -> Iterator[Site]:
+@pytest.fixture
+def pages(tmp_path_factory: pytest.TempPathFactory, helm_env: dict[str, str], free_port: int) -> Iterator[Site]:
+    """The chart site as release-chart.sh builds it, served by Python's own static file server process."""
     directory = tmp_path_factory.mktemp("gh-pages")
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"http://127.0.0.1:{free_port}"
     _run(["bash", "ci/release-chart.sh", "--pages", str(directory)], helm_env, PAGES_URL=url)
-    try:
-        yield Site(directory, url)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    with subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                           str(directory), str(free_port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as server:
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", free_port), timeout=1):
+                    break
+                time.sleep(0.05)
+            yield Site(directory, url)
+        finally:
+            server.terminate()
 
 
 def _run(argv: list[str], env: dict[str, str], timeout: float = 300, **extra: str) -> str:
