@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Maps flags onto the settings tree; flags that were not given stay None and are dropped."""
-    get = lambda name: getattr(args, name, None)  # noqa: E731 - tiny local accessor
+    def get(name: str) -> Any:
+        return getattr(args, name, None)
+
     backend_opts: dict[str, Any] = {}
     for item in get("backend_opt") or []:
         key, sep, value = item.partition("=")
@@ -265,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.keep_running:
                 print("krakenplug: demo --dra does not take --keep-running", file=sys.stderr)
                 return EXIT_CONFIG
-            return importlib.import_module("krakenplug.demo_dra").main()
-        return importlib.import_module("krakenplug.demo").main(keep_running=args.keep_running)
+            return int(importlib.import_module("krakenplug.demo_dra").main())
+        return int(importlib.import_module("krakenplug.demo").main(keep_running=args.keep_running))
     try:
         config = load_settings(args)
     except errors.ConfigError as err:
