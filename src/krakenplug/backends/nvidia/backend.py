@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from krakenplug import errors
 from krakenplug.backends import _devicebook, _sysfs, base
-from krakenplug.backends.nvidia import events, gpus, mig, nvml, topology, xid
+from krakenplug.backends.nvidia import events, gpus, listing, mig, nvml, topology, xid
 from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,7 @@ class NvidiaBackend:
         self._keys: dict[str, int] = {}  # device ID -> GPU index (the key of its calls)
         self._gpu_handles: dict[str, Any] = {}  # UUID -> handle of every GPU the snapshots listed
         self._mig_places: dict[str, list[tuple[int, int, str]]] = {}  # GPU UUID -> (GI, CI, MIG UUID)
-        self._mig_seen: dict[int, tuple[base.Device, ...]] = {}  # GPU index -> its MIG devices last listed
-        self._whole_seen: dict[str, base.Device] = {}  # UUID -> GPU last advertised whole
-        self._mig_gpus: set[int] = set()  # indexes of GPUs last seen MIG-enabled (not advertised whole)
+        self._listing = listing.Listing(self._book)
 
     def open(self) -> None:
         source = nvml.preload(self._options.library_path, self._options.driver_root)
@@ -139,7 +137,7 @@ class NvidiaBackend:
             count = api.call("nvmlDeviceGetCount")
         except errors.DeviceQueryError as err:
             logger.warning("nvidia: cannot count GPUs: %s", err)
-            return [self._with_marks(d) for d in self._unlisted(set(), f"cannot count GPUs: {err}")]
+            return [self._with_marks(d) for d in self._listing.unlisted(set(), f"cannot count GPUs: {err}")]
         listed, failed, mig_devices = [], [], {}
         for index in range(count):
             try:
@@ -147,11 +145,11 @@ class NvidiaBackend:
                 if gpu.mig_enabled and self._options.mig_strategy != "none":
                     mig_devices[index] = gpus.read_mig_devices(api, self._reader(), gpu)
             except (errors.DeviceQueryError, ValueError) as err:
-                failed.extend(self._failed(index, str(err)))
+                failed.extend(self._listing.failed(index, str(err)))
                 continue
             listed.append(gpu)
         found = self._advertise(listed, mig_devices) + failed
-        found += self._unlisted({device.id for device in found}, "NVML no longer lists this GPU")
+        found += self._listing.unlisted({device.id for device in found}, "NVML no longer lists this GPU")
         return [self._with_marks(device) for device in found]
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
@@ -219,16 +217,9 @@ class NvidiaBackend:
         for device in layout.mig_devices:
             by_gpu.setdefault(device.gpu.index, []).append(self._mig_device(device, whole[device.gpu.index]))
         self._remember(listed, layout, mig_devices)
-        listed_indexes = {gpu.index for gpu in listed}
         advertised = [whole[gpu.index] for gpu in layout.whole]
-        with self._lock:  # a GPU that failed this time keeps its MIG devices (Unhealthy) for the next
-            kept = {index: seen for index, seen in self._mig_seen.items() if index not in listed_indexes}
-            self._mig_seen = {**kept, **{index: tuple(found) for index, found in by_gpu.items()}}
-            self._mig_gpus = (self._mig_gpus - listed_indexes) | {
-                gpu.index for gpu in listed if gpu.mig_enabled and self._options.mig_strategy != "none"}
-            for gpu in listed:  # listed but not advertised whole (MIG, or refused): nothing to keep
-                self._whole_seen.pop(gpu.uuid, None)
-            self._whole_seen.update({device.id: device for device in advertised})
+        self._listing.update({gpu.index: gpu.uuid for gpu in listed}, advertised, by_gpu, partitioned=[
+            gpu.index for gpu in listed if gpu.mig_enabled and self._options.mig_strategy != "none"])
         return advertised + [d for found in by_gpu.values() for d in found]
 
     def _whole_device(self, gpu: gpus.Gpu) -> base.Device:
@@ -273,26 +264,6 @@ class NvidiaBackend:
         if not parent.healthy:  # a call of this GPU is stuck
             built = _devicebook.unhealthy(built, parent.health_reason)
         return _devicebook.unhealthy(built, problem) if problem else built
-
-    def _failed(self, index: int, reason: str) -> list[base.Device]:
-        """What stays listed for a GPU whose query failed: its MIG devices, or the GPU, Unhealthy."""
-        with self._lock:
-            seen, partitioned = self._mig_seen.get(index, ()), index in self._mig_gpus
-        known = list(_devicebook.unhealthy(device, reason) for device in seen) if seen else []
-        if not known and not partitioned and (whole := self._book.failed(index, reason)) is not None:
-            known = [whole]  # (a MIG GPU without MIG devices was not advertised: it stays so)
-        if not known:
-            self._log.report(("skipped", index), reason, logging.WARNING,
-                             "nvidia: skipping GPU %d until it answers: %s", index, reason)
-        elif self._book.problem_changed(index, reason):
-            logger.warning("nvidia: GPU %d is unhealthy: %s", index, reason)
-        return known
-
-    def _unlisted(self, present: set[str], reason: str) -> list[base.Device]:
-        """Devices seen before and not in ``present``, Unhealthy: a GPU that fell off stays visible."""
-        with self._lock:
-            seen = [*self._whole_seen.values(), *(d for found in self._mig_seen.values() for d in found)]
-        return [_devicebook.unhealthy(device, reason) for device in seen if device.id not in present]
 
     def _remember(self, listed: list[gpus.Gpu], layout: mig.Layout,
                   mig_devices: dict[int, list[gpus.MigDevice]]) -> None:
