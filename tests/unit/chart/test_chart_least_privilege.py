@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import kubernetes_validate
+import pytest
 import yaml
 from chartlib import CHART, NAMESPACE, RELEASE, VALUES_DIR, by_vendor, config_of, container, of_kind, only
 
@@ -196,3 +197,57 @@ def test_readme_upgrade_with_plugin_replicas_works_and_the_gpu_columns_name_rend
 def test_the_key_the_old_readme_used_is_refused_naming_the_real_one(render_error) -> None:
     error = render_error(set_args=["vendors.nvidia.replicas=2"])
     assert "'replicas was renamed: set vendors.nvidia.plugin.replicas'" in error
+
+
+def _admits(policy: dict, request: dict) -> bool:
+    """Evaluates the policy's CEL (matchConditions, variables, validations) like the API server would."""
+    import celpy  # cel-python: a CEL implementation, so the expressions are run, not only read
+
+    env = celpy.Environment()
+    activation = {key: celpy.json_to_cel(value) for key, value in request.items()}
+
+    def run(expression: str) -> object:
+        return env.program(env.compile(expression)).evaluate(activation)
+
+    spec = policy["spec"]
+    if not all(run(condition["expression"]) for condition in spec["matchConditions"]):
+        return True  # not the agent: the policy does not apply
+    variables = {}
+    for variable in spec["variables"]:
+        activation["variables"] = celpy.json_to_cel(variables)
+        variables[variable["name"]] = run(variable["expression"])
+    activation["variables"] = celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in variables.items()})
+    return all(bool(run(rule["expression"])) for rule in spec["validations"])
+
+
+def _node(name: str, labels: dict, *, annotations: dict | None = None, taints: list | None = None) -> dict:
+    metadata: dict = {"name": name, "labels": labels}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    return {"metadata": metadata, "spec": {"taints": taints or []}}
+
+
+AGENT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-krakenplug"
+BASE = {"kubernetes.io/hostname": "node-a", "krakenplug.pcl.ac.cn/device.vendor": "nvidia"}
+
+
+@pytest.mark.parametrize(("user", "node_claim", "old", "new", "admitted"), [
+    (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), True),
+    (AGENT, "node-a", _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), _node("node-a", BASE), True),
+    (AGENT, "node-a", _node("node-b", BASE), _node("node-b", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), False),
+    (AGENT, None, _node("node-a", BASE), _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), False),
+    (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {**BASE, "team": "ml"}), False),
+    (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {"krakenplug.pcl.ac.cn/device.vendor": "nvidia"}), False),
+    (AGENT, "node-a", _node("node-a", BASE), _node("node-a", BASE, taints=[{"key": "x", "effect": "NoSchedule"}]),
+     False),
+    (AGENT, "node-a", _node("node-a", BASE), _node("node-a", BASE, annotations={"a": "b"}), False),
+    ("system:node:node-b", None, _node("node-a", BASE), _node("node-a", {**BASE, "team": "ml"}), True),
+], ids=["own-label-added", "own-label-removed", "other-node", "no-node-claim", "foreign-label", "foreign-label-removed",
+        "spec-changed", "annotation-added", "someone-else"])
+def test_own_node_policy_admits_only_the_agents_own_labels_on_its_own_node(render, user: str, node_claim: str | None,
+                                                                          old: dict, new: dict,
+                                                                          admitted: bool) -> None:
+    (policy,) = of_kind(render(values=only(["fake"]), extra=VAP_API), "ValidatingAdmissionPolicy")
+    extra = {"authentication.kubernetes.io/node-name": [node_claim]} if node_claim else {}
+    request = {"request": {"userInfo": {"username": user, "extra": extra}}, "object": new, "oldObject": old}
+    assert _admits(policy, request) is admitted
