@@ -5,7 +5,8 @@ NVML's GPU index, and ``1000 * (GPU index + 1) + MIG index`` for a MIG device (u
 while the MIG layout stays). Device files: ``/dev/nvidia<minor>``, plus the MIG capability nodes for a MIG
 device (``mig.py``). Which devices are advertised follows ``mig_strategy`` (``mig.py``). Health: XID
 events with recovery (``xid.py``, ``events.py``), plus NVML queries that fail or hang, which mark a device
-Unhealthy until they succeed again. Memory: ``gpus.py``.
+Unhealthy until they succeed again. Memory: ``gpus.py``; what stays listed when a GPU fails or vanishes:
+``listing.py``; preferred allocation: ``topology.py``.
 """
 
 from __future__ import annotations
