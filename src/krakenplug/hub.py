@@ -49,7 +49,7 @@ class DeviceHub:
 
     def __init__(self, backend: base.Backend, *, poll_seconds: float = 5.0, name: str = "") -> None:
         self.backend = backend
-        self.name = name or getattr(backend, "name", "backend")
+        self.name = name or backend.name
         self._poll_seconds = poll_seconds
         self._cond = threading.Condition()
         self._snapshot = Snapshot(version=0)
