@@ -412,6 +412,9 @@ class ResourceApiServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the real API server: the client reuses connections
+            disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart (delayed ACK)
+
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""

@@ -1,0 +1,78 @@
+"""NodePrepareResources round trip vs the floor of an empty unary call on the same DRA socket.
+
+The floor is NodeUnprepareResources with no claims (no work at all). Two prepare paths are measured,
+interleaved with the floor so all see the same machine state:
+
+* a new claim: GET the ResourceClaim from the API stand-in, allocate(), write its CDI spec and the
+  checkpoint (both renamed into place);
+* a claim already prepared (the kubelet's retry): answered from the checkpoint.
+
+Target: NodePrepareResources p99 within 1.5x of the floor's p99.
+
+    python bench/dra_prepare.py [--calls 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+
+import grpc
+from _common import describe, percentile, timed, workdir, write_devices
+from dra_common import DRIVER, NODE, DraNode, dra_agent
+
+from krakenplug.api import dra_v1_pb2 as dra_pb2
+from krakenplug.api import dra_v1_pb2_grpc as dra_grpc
+
+TARGET = 1.5
+
+
+def _claim(node: DraNode, index: int) -> dra_pb2.Claim:
+    uid, name = str(uuid.uuid4()), f"bench-{index}"
+    node.api.put_claim({
+        "metadata": {"namespace": "bench", "name": name, "uid": uid},
+        "status": {"reservedFor": [{"resource": "pods", "name": name, "uid": str(uuid.uuid4())}],
+                   "allocation": {"devices": {"results": [
+                       {"request": "req", "driver": DRIVER, "pool": NODE, "device": f"fake-{index % 8}"}]}}}})
+    return dra_pb2.Claim(namespace="bench", uid=uid, name=name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    args = parser.parse_args()
+    with workdir() as directory:
+        write_devices(directory / "devices.yaml", 8)
+        with dra_agent(directory, directory / "devices.yaml") as node:
+            with grpc.insecure_channel(f"unix://{node.endpoint}") as channel:
+                floor, fresh, again = _measure(node, dra_grpc.DRAPluginStub(channel), args.calls)
+    print(describe("floor (NodeUnprepareResources, no claims)", floor))
+    print(describe("NodePrepareResources, new claim (API GET + CDI spec + checkpoint)", fresh))
+    print(describe("NodePrepareResources, prepared claim (checkpoint)", again))
+    for name, samples in (("new claim", fresh), ("prepared claim", again)):
+        ratio = percentile(samples, 0.99) / percentile(floor, 0.99)
+        print(f"ratio {name} p99 / floor p99 = {ratio:.2f} (target <= {TARGET})")
+    return 0
+
+
+def _measure(node: DraNode, stub: dra_grpc.DRAPluginStub, calls: int) -> tuple[list[float], ...]:
+    empty = dra_pb2.NodeUnprepareResourcesRequest()
+    claims = [_claim(node, i) for i in range(calls + 100)]
+    for claim in claims[:100]:  # warm-up: connections, code paths
+        stub.NodeUnprepareResources(empty)
+        stub.NodePrepareResources(dra_pb2.NodePrepareResourcesRequest(claims=[claim]))
+        stub.NodeUnprepareResources(dra_pb2.NodeUnprepareResourcesRequest(claims=[claim]))
+    floor, fresh, again = [], [], []
+    for claim in claims[100:]:
+        request = dra_pb2.NodePrepareResourcesRequest(claims=[claim])
+        floor.append(timed(stub.NodeUnprepareResources, empty))
+        fresh.append(timed(stub.NodePrepareResources, request))
+        again.append(timed(stub.NodePrepareResources, request))
+        answer = stub.NodeUnprepareResources(dra_pb2.NodeUnprepareResourcesRequest(claims=[claim]))
+        if answer.claims[claim.uid].error:
+            raise SystemExit(f"unprepare failed: {answer.claims[claim.uid].error}")
+    return floor, fresh, again
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
