@@ -29,7 +29,6 @@ from fakelib import (
     fake_host,
     fixture_values,
 )
-
 from fakenvml import H100, PROFILE_1G, PROFILE_3G, h100, mig_fields
 from fakenvml import add_mig_capabilities as add_capability_files
 
