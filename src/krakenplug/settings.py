@@ -396,19 +396,20 @@ def check_environment(environ: Mapping[str, str]) -> None:
         if len(value) > MAX_ENV_BYTES:
             raise errors.ConfigError(f"environment {variable}: value of {len(value)} characters is longer than "
                                      f"{MAX_ENV_BYTES}: {_cut(value)}")
-        backend_option = upper.startswith(f"{ENV_PREFIX}BACKENDS__") and upper.count("__") >= 2
+        # backends.<name>[.<option>]: the names are the registry's, checked when the settings validate
+        backend_option = upper.startswith(f"{ENV_PREFIX}BACKENDS__")
         if upper not in known and not backend_option:
             close = difflib.get_close_matches(upper, [*known, CONFIG_ENV], n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise errors.ConfigError(f"environment {variable}: unknown setting{hint} (got {_cut(value)})")
         field = known.get(upper)
-        structured = field is not None and (upper == f"{ENV_PREFIX}BACKENDS" or (
-            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)))
-        if structured:
+        section = field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        one_backend = backend_option and upper.count("__") == 1
+        if section or one_backend or upper == f"{ENV_PREFIX}BACKENDS":
             try:
                 json.loads(value)
             except ValueError as err:
-                raise errors.ConfigError(f"environment {variable}: {upper[len(ENV_PREFIX):].lower()} must be a JSON "
+                raise errors.ConfigError(f"environment {variable}: {upper[len(ENV_PREFIX):].lower().replace('__', '.')} must be a JSON "
                                          f"object ({err}) (got {_cut(value)})") from None
 
 

@@ -116,6 +116,14 @@ def test_only_backends_named_in_the_settings_are_imported() -> None:
         assert f"krakenplug.backends.{vendor}" not in imported
 
 
+def test_one_backend_as_json_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRAKENPLUG_BACKENDS__NVIDIA", '{"library_path": "/opt/libnvidia-ml.so.1"}')
+    assert settings.load().backend_options("nvidia") == {"library_path": "/opt/libnvidia-ml.so.1"}
+    monkeypatch.setenv("KRAKENPLUG_BACKENDS__NVIDIA", "library_path=/opt")
+    with pytest.raises(errors.ConfigError, match="environment KRAKENPLUG_BACKENDS__NVIDIA: backends.nvidia must be"):
+        settings.load()
+
+
 def test_env_sources_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KRAKENPLUG_PLUGIN__REPLICAS", "0")
     with pytest.raises(errors.ConfigError, match=r"plugin\.replicas \(environment KRAKENPLUG_PLUGIN__REPLICAS\)"):
