@@ -409,8 +409,9 @@ def check_environment(environ: Mapping[str, str]) -> None:
             try:
                 json.loads(value)
             except ValueError as err:
-                raise errors.ConfigError(f"environment {variable}: {upper[len(ENV_PREFIX):].lower().replace('__', '.')} must be a JSON "
-                                         f"object ({err}) (got {_cut(value)})") from None
+                dotted = upper[len(ENV_PREFIX):].lower().replace("__", ".")
+                raise errors.ConfigError(f"environment {variable}: {dotted} must be a JSON object ({err}) "
+                                         f"(got {_cut(value)})") from None
 
 
 # --- loading -------------------------------------------------------------------------------------------------
