@@ -164,10 +164,15 @@ def cmd_devices(config: settings.Settings, args: argparse.Namespace) -> int:
         print(f"krakenplug devices: backend {config.backend} is unavailable: {err}", file=sys.stderr)
         return EXIT_BACKEND
     try:
-        found = list(backend.devices())
+        snapshot = hub.DeviceHub(backend, name=config.backend).refresh()  # one read, as the agent's hub reads
         library = backend.library_info() if isinstance(backend, base.SupportsLibraryInfo) else None
     finally:
         backend.close()
+    if snapshot.error:
+        print(f"krakenplug devices: reading devices from backend {config.backend} failed: {snapshot.error}",
+              file=sys.stderr)
+        return EXIT_BACKEND
+    found = snapshot.devices
     rows = [{
         "id": d.id, "index": d.index, "vendor": d.vendor, "model": d.model,
         "memory_total_mb": d.memory_total_mb, "numa_node": d.numa_node, "health": d.health.value,
