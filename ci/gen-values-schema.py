@@ -37,7 +37,8 @@ _NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]"
 _RESERVED_RESOURCE_NAMES = [
     {"if": {"pattern": r"kubernetes\.io/"},
      "then": {"pattern": "^resource names under the kubernetes.io domain are reserved for Kubernetes$"}},
-    {"if": {"pattern": r"^requests\."}, "then": {"pattern": "^the requests. prefix is reserved for resource quota names$"}},
+    {"if": {"pattern": r"^requests\."},
+     "then": {"pattern": "^the requests. prefix is reserved for resource quota names$"}},
 ]
 
 DEFINITIONS: dict[str, Schema] = {
@@ -59,7 +60,8 @@ DEFINITIONS: dict[str, Schema] = {
                                          "models": {"type": "array", "minItems": 1,
                                                     "items": {"type": "string", "minLength": 1}}}}},
     "hostPath": {"description": "An absolute path.", "type": "string", "pattern": "^/"},
-    "optionalHostPath": {"description": "An absolute path, or empty for none.", "type": "string", "pattern": "^(/.*)?$"},
+    "optionalHostPath": {"description": "An absolute path, or empty for none.", "type": "string",
+                         "pattern": "^(/.*)?$"},
     "labelKey": {"description": "A Kubernetes label key.", "type": "string", "maxLength": 317,
                  "pattern": f"^({_DNS_SUBDOMAIN}/)?{_NAME}$"},
     "stringMap": {"type": "object", "additionalProperties": {"type": "string"}},

@@ -102,7 +102,8 @@ def test_backend_options_are_validated_by_the_backends_own_model() -> None:
     assert loaded.backend_options("nvidia") == {"ignored_xids": [13, 31]}
     with pytest.raises(errors.ConfigError, match=r"backends\.nvidia\.ignored_xid \(command line\): Extra inputs"):
         settings.load(overrides={"backends": {"nvidia": {"ignored_xid": [1]}}})
-    with pytest.raises(errors.ConfigError, match=r"backends\.amd \(command line\): unknown backend .amd.; known backends"):
+    with pytest.raises(errors.ConfigError,
+                       match=r"backends\.amd \(command line\): unknown backend .amd.; known backends"):
         settings.load(overrides={"backends": {"amd": {"x": 1}}})
 
 

@@ -19,7 +19,8 @@ from krakenplug.plugin import allocation, inventory, server
 VAP_API = ["--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"]
 WEB = {"exporter": {"webConfig": {
     "enabled": True,
-    "config": {"tls_server_config": {"cert_file": "/etc/krakenplug-web/tls.crt", "key_file": "/etc/krakenplug-web/tls.key"},
+    "config": {"tls_server_config": {"cert_file": "/etc/krakenplug-web/tls.crt",
+                                     "key_file": "/etc/krakenplug-web/tls.key"},
                "basic_auth_users": {"prometheus": "$2y$10$abcdefghijklmnopqrstuv"}},
     "files": {"tls.crt": "CERT", "tls.key": "KEY"}}},
     "serviceMonitor": {"tlsConfig": {"insecureSkipVerify": True},
@@ -70,7 +71,8 @@ def test_network_policy_namespace_is_configurable_and_absent_without_an_exporter
     assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == selector
     (named,) = of_kind(render(values={**only(["fake"]), "networkPolicy": {"namespaces": ["prom", "vm"]}}),
                        "NetworkPolicy")
-    assert named["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["prom", "vm"]
+    expressions = named["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"]
+    assert expressions[0]["values"] == ["prom", "vm"]
     assert of_kind(render(values={**only(["fake"]), "exporter": {"enabled": False}}), "NetworkPolicy") == []
     assert of_kind(render(values={**only(["fake"]), "networkPolicy": {"enabled": False}}), "NetworkPolicy") == []
 
@@ -234,7 +236,8 @@ BASE = {"kubernetes.io/hostname": "node-a", "krakenplug.pcl.ac.cn/device.vendor"
 @pytest.mark.parametrize(("user", "node_claim", "old", "new", "admitted"), [
     (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), True),
     (AGENT, "node-a", _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), _node("node-a", BASE), True),
-    (AGENT, "node-a", _node("node-b", BASE), _node("node-b", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), False),
+    (AGENT, "node-a", _node("node-b", BASE), _node("node-b", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}),
+     False),
     (AGENT, None, _node("node-a", BASE), _node("node-a", {**BASE, "krakenplug.pcl.ac.cn/nvidia.count": "8"}), False),
     (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {**BASE, "team": "ml"}), False),
     (AGENT, "node-a", _node("node-a", BASE), _node("node-a", {"krakenplug.pcl.ac.cn/device.vendor": "nvidia"}), False),
