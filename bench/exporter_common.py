@@ -9,6 +9,7 @@ CPU is read from /proc/<pid>/task/*/schedstat (nanoseconds), memory from /proc/<
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import os
 import signal
@@ -150,19 +151,30 @@ def _wait_for_pods(port: int, pods: int, *, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the exporter on port {port} did not attribute {pods} pods within {timeout} s")
 
 
+# What Prometheus 3 sends by default (scrape_protocols): OpenMetrics first, gzip accepted.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+              "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+              "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+}
+
+
 class Scraper:
-    """One keep-alive connection, like Prometheus keeps between scrapes."""
+    """One keep-alive connection, like Prometheus keeps between scrapes; ``headers`` go with every request."""
+
+    headers: dict[str, str] = {}  # exporter_scrape.py --as-prometheus sets PROMETHEUS_HEADERS for every scraper
 
     def __init__(self, port: int) -> None:
         self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
     def get(self, path: str = "/metrics") -> bytes:
-        self._connection.request("GET", path)
+        self._connection.request("GET", path, headers=self.headers)
         answer = self._connection.getresponse()
         body = answer.read()
         if answer.status != 200:
             raise RuntimeError(f"GET {path}: HTTP {answer.status}")
-        return body
+        return gzip.decompress(body) if answer.getheader("Content-Encoding") == "gzip" else body
 
     def timed(self, count: int, *, interval: float = 0.0) -> list[float]:
         """Latencies (s) of ``count`` scrapes, ``interval`` seconds apart (start to start)."""

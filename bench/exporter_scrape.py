@@ -8,7 +8,8 @@
 2. Rate: CPU per scrape (idle CPU subtracted) and p50 latency at 1 scrape/s and at 20 scrapes/s.
    Target: flat (the 20/s cost per scrape within 1.5x of the 1/s one).
 
-Run: python bench/exporter_scrape.py [--quick] [--devices 64] [--pods 200]
+Run: python bench/exporter_scrape.py [--quick] [--devices 64] [--pods 200] [--as-prometheus]
+(--as-prometheus sends Prometheus 3's Accept and Accept-Encoding headers: OpenMetrics, gzipped.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exporter_common import Scraper, cpu_seconds, node, percentile, static_server
+from exporter_common import PROMETHEUS_HEADERS, Scraper, cpu_seconds, node, percentile, static_server
 
 
 def warm_up(port: int, count: int = 200) -> bytes:
@@ -72,7 +73,11 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--scrapes", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="fewer scrapes and shorter rate windows")
+    parser.add_argument("--as-prometheus", action="store_true",
+                        help="send Prometheus's headers (OpenMetrics, gzip) instead of none (text 0.0.4)")
     args = parser.parse_args()
+    if args.as_prometheus:
+        Scraper.headers = PROMETHEUS_HEADERS
     scrapes = 300 if args.quick else args.scrapes
     slow_window, fast_window, idle_window = (5.0, 3.0, 3.0) if args.quick else (30.0, 10.0, 15.0)
 

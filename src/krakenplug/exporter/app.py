@@ -36,7 +36,7 @@ class Exporter:
             dra_driver=resource_names.driver_name(settings.dra.driver_name, settings.backend),
         )
         app = make_app(build_registry(self.collector), health=self.health, security=self.web.current,
-                       title=f"KrakenPlug exporter on {settings.node_name}")
+                       families=self.collector.scrape, title=f"KrakenPlug exporter on {settings.node_name}")
         limits = Limits(request_timeout=config.request_timeout_seconds,
                         answer_timeout=config.collect_timeout_seconds + _WRITE_ALLOWANCE_SECONDS)
         self.server = MetricsServer(config.address, app, limits=limits,

@@ -1,7 +1,9 @@
 """The metric contract: names, units, labels and HELP text, the same for every vendor.
 
 ``FamilyBuilder.build()`` turns one scrape's inputs (a vendor reading, the pod map, the exporter's own
-state) into plain ``Family`` values, which the collector hands to prometheus_client.
+state) into plain ``Family`` values. Both exposition paths render these: prometheus_client (through the
+collector, for any registry and any format) and the fast renderer in ``exposition`` for the two formats
+Prometheus negotiates; a test keeps their bytes identical.
 
 Units follow the product contract: utilization in percent, memory in MiB (the metric names say MB for
 historical reasons; HELP says MiB). ``base_unit_metrics`` adds the Prometheus base-unit twins.
@@ -47,12 +49,17 @@ _TOTAL_BYTES = ("krakenplug_device_memory_total_bytes", "Total device memory, in
 
 @dataclasses.dataclass
 class Family:
-    """One gauge family: name, HELP text, label names and (label values, value) samples."""
+    """One gauge family: name, HELP text, label names and (label values, value) samples.
+
+    ``cache_token`` is set on families whose samples stay the same while the token is the same
+    object; the renderer may then reuse its previous text for them.
+    """
 
     name: str
     documentation: str
     labelnames: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]] = dataclasses.field(default_factory=list)
+    cache_token: object | None = None
 
 
 class _Plan:
@@ -63,13 +70,13 @@ class _Plan:
         self.key = (devices, allocations, driver_version)
         self.info = Family("krakenplug_device_info",
                            "Facts about a device; always 1. Join on node_name, vendor and device_index.",
-                           INFO_LABELS)
+                           INFO_LABELS, cache_token=self)
         self.healthy = Family("krakenplug_device_healthy",
                               "1 when the device is healthy (the health the device plugin reports to the kubelet), "
-                              "else 0.", HEALTH_LABELS)
+                              "else 0.", HEALTH_LABELS, cache_token=self)
         self.allocations = Family("krakenplug_device_allocation_info",
                                   "One series per container using the device (kubelet PodResources); always 1.",
-                                  ALLOCATION_LABELS)
+                                  ALLOCATION_LABELS, cache_token=self)
         self.rows: list[tuple[base.Device, tuple[str, ...]]] = []  # (device, labels of its value series)
         users = attribution.assign(allocations, devices, dra_driver=dra_driver, pool=node_name)
         for device in sorted(devices, key=lambda d: (d.index, d.id)):
@@ -98,7 +105,7 @@ class FamilyBuilder:
         self.base_unit_metrics = base_unit_metrics
         self._plan: _Plan | None = None
         self._build_info = Family("krakenplug_exporter_build_info", "Version of the exporter and of Python; always 1.",
-                                  BUILD_LABELS, [((version, python_version), 1.0)])
+                                  BUILD_LABELS, [((version, python_version), 1.0)], cache_token=self)
 
     def build(self, reading: Reading, pods: attribution.PodAttribution, *, vendor: str) -> list[Family]:
         """Every family of one scrape, in a fixed order; families without samples are left out."""

@@ -1,7 +1,9 @@
-"""The exposition: golden file and promtool lint of what prometheus_client renders from the collector."""
+"""The exposition: golden file, promtool lint, and the fast renderer byte-equal to prometheus_client."""
 
 from __future__ import annotations
 
+import gzip
+import math
 import re
 import shutil
 import subprocess
@@ -9,10 +11,16 @@ from pathlib import Path
 
 import pytest
 from exporter_helpers import RESOURCE, container, fake_backend, hub_for, pod, response
-from prometheus_client import generate_latest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_generate_latest
 
 from krakenplug.exporter import attribution, build_registry, make_collector
-from krakenplug.exporter.collector import StaticPods
+from krakenplug.exporter.collector import StaticPods, to_metric_families
+from krakenplug.exporter.exposition import TextRenderer
+from krakenplug.exporter.families import Family
+from krakenplug.exporter.routes import make_app
 
 GOLDEN = Path(__file__).parent / "metrics.golden.prom"
 _DURATION = re.compile(r"^(krakenplug_collector_duration_seconds\{[^}]*\}) \S+$", re.MULTILINE)
@@ -77,3 +85,87 @@ def test_promtool_accepts_the_exposition(base_units):
     problems = (result.stdout + result.stderr).decode().strip().splitlines()
     assert result.returncode == 3, problems
     assert problems == ['krakenplug_device_memory_total non-counter metrics should not have "_total" suffix']
+
+
+# -- the fast renderer: the same bytes as prometheus_client, in both formats Prometheus negotiates --------
+
+FORMATS = {"text": generate_latest, "openmetrics": openmetrics_generate_latest}
+
+
+def _reference(families: list[Family], fmt: str = "text") -> bytes:
+    class Fixed:
+        def collect(self):
+            return to_metric_families(families)
+
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+    registry.register(Fixed())
+    return FORMATS[fmt](registry)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fast_renderer_writes_the_same_bytes_as_prometheus_client(collector, fmt):
+    families = collector.scrape()
+    assert TextRenderer(openmetrics=fmt == "openmetrics").render(families) == _reference(families, fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_renderer_forgets_departed_series(collector, fmt):
+    renderer = TextRenderer(openmetrics=fmt == "openmetrics")
+    families = collector.scrape()
+    renderer.render(families)
+    kept = [Family(f.name, f.documentation, f.labelnames, f.samples[:1]) for f in families]
+    assert renderer.render(kept) == _reference(kept, fmt)
+    assert renderer.render(families) == _reference(families, fmt)
+
+
+_LABEL_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | \
+    st.sampled_from(['"', "\\", "\n", 'a\\"b', "\\n", "ü", "🐙"])
+_VALUES = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e21, 123456789.0, 5e-324])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.tuples(_LABEL_TEXT, _LABEL_TEXT), _VALUES), max_size=6),
+       st.text(max_size=30), st.sampled_from(sorted(FORMATS)))
+def test_renderer_equals_prometheus_client_on_any_labels_and_values(samples, documentation, fmt):
+    families = [
+        Family("krakenplug_test_labelled", documentation or "help", ("zeta", "alpha"), list(samples)),
+        Family("krakenplug_test_plain", 'a\\b\nc"d', (), [((), samples[0][1] if samples else math.pi)]),
+    ]
+    renderer = TextRenderer(openmetrics=fmt == "openmetrics")
+    assert renderer.render(families) == _reference(families, fmt)
+    assert renderer.render(families) == _reference(families, fmt)  # again, from the cache
+
+
+# What Prometheus 2 and 3 send (scrape_protocols defaults and the classic text choice), curl's nothing,
+# and formats only the library serves (OpenMetrics 0.0.1 falls back to text; name[] filters).
+_ACCEPT = [
+    "",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;"
+    "version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "text/plain;version=0.0.4",
+    "text/plain;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text;version=0.0.1",
+    "application/openmetrics-text",
+]
+
+
+@pytest.mark.parametrize("accept", _ACCEPT, ids=range(len(_ACCEPT)))
+@pytest.mark.parametrize("query", ["", "name[]=krakenplug_device_util&name[]=krakenplug_collector_up"])
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+def test_the_fast_answer_is_the_library_answer(collector, accept, query, encoding):
+    registry = build_registry(collector)
+    ours = make_app(registry, health=lambda: (True, "ok"), title="t", families=collector.scrape)
+    library = make_app(registry, health=lambda: (True, "ok"), title="t")
+    answers = []
+    for app in (ours, library):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": query,
+                   "HTTP_ACCEPT": accept, "HTTP_ACCEPT_ENCODING": encoding}
+        started: list = []
+        body = b"".join(app(environ, lambda status, headers, *exc: started.append((status, dict(headers)))))
+        status, headers = started[0]
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        answers.append((status, headers, normalized(body)))
+    assert answers[0] == answers[1]
