@@ -65,6 +65,36 @@ def agent(directory: Path, devices_file: Path, *, replicas: int = 1, extra: Sequ
             print(f"agent exited with {process.returncode}:\n{errors}", file=sys.stderr)
 
 
+class Targets:
+    """Collects target checks; ``exit_code()`` is 1 when any was missed, so run_all.sh can list the misses."""
+
+    def __init__(self) -> None:
+        self.missed: list[str] = []
+
+    def check(self, what: str, value: float, limit: float, *, unit: str = "", ratio: float | None = None) -> bool:
+        """Prints ``what: value (target <= limit)`` with MISS when the value is above the limit."""
+        met = value <= limit
+        shown = f"ratio {ratio:.2f}; " if ratio is not None else ""
+        print(f"{'met ' if met else 'MISS'} {what}: {shown}{value:.3g}{unit} (target <= {limit:g}{unit})")
+        if not met:
+            self.missed.append(f"{what}: {value:.3g}{unit} > {limit:g}{unit}")
+        return met
+
+    def exit_code(self) -> int:
+        return 1 if self.missed else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of a process so far, in seconds (nanosecond resolution from schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
-
 from krakenplug.backends import base
 from krakenplug.plugin import allocation, replicas
 from krakenplug.plugin import inventory as inventory_mod
@@ -64,11 +62,9 @@ def choose(available: Sequence[replicas.Slot], must_include: Sequence[replicas.S
     return chosen
 
 
-def from_backend(backend: Any, inventory: inventory_mod.Inventory, available: Sequence[replicas.Slot],
-                 must_include: Sequence[replicas.Slot], size: int) -> list[str] | None:
-    """The backend's own choice mapped to advertised IDs, or None when it has none or it is unusable."""
-    if not isinstance(backend, base.SupportsPreferredAllocation):
-        return None
+def from_backend(backend: base.SupportsPreferredAllocation, inventory: inventory_mod.Inventory,
+                 available: Sequence[replicas.Slot], must_include: Sequence[replicas.Slot], size: int) -> list[str] | None:
+    """The backend's own choice mapped to advertised IDs, or None when it is unusable."""
     by_device = {slot.device.id: slot for slot in available}
     try:
         picked = backend.preferred_allocation([s.device for s in available], [s.device for s in must_include], size)

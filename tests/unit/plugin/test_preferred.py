@@ -102,6 +102,12 @@ def test_unusable_backend_preference_falls_back_to_the_generic_policy(answer, ca
     assert "generic policy" in caplog.text
 
 
-def test_backend_without_the_capability_has_no_preference():
-    inventory = inventory_of(device("a"))
-    assert preferred.from_backend(object(), inventory, list(inventory.slots.values()), [], 1) is None
+def test_backend_without_the_capability_gets_the_generic_policy():
+    from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
+    from krakenplug.plugin import allocation, feed, servicer
+
+    inventory = inventory_of(device("a", numa=1), device("b", numa=0), device("c", numa=0))
+    plugin = servicer.DevicePluginServicer(feed.SnapshotFeed(inventory), object(), limits=allocation.Limits())
+    request = dp_pb2.PreferredAllocationRequest(container_requests=[dp_pb2.ContainerPreferredAllocationRequest(
+        available_deviceIDs=["a", "b", "c"], allocation_size=2)])
+    assert list(plugin.GetPreferredAllocation(request, None).container_responses[0].deviceIDs) == ["b", "c"]
