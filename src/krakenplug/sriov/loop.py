@@ -14,6 +14,7 @@ from krakenplug.hub import DeviceHub
 from krakenplug.kubelet_podresources import PodResourcesClient
 from krakenplug.settings import Settings
 from krakenplug.sriov.controller import NodeLabel, SriovController
+from krakenplug.transitions import TransitionLog
 
 __all__ = ["build", "run"]
 
@@ -52,19 +53,26 @@ def run(settings: Settings, hub: DeviceHub, backend: base.SupportsSriov, stop: t
     unsubscribe = hub.subscribe(lambda _snapshot: wake.set())
     threads = [threading.Thread(target=_set_on, args=(stop, wake), name="sriov-stop", daemon=True)]
     controller: SriovController | None = None
+    problems = TransitionLog(logger)
     try:
         threads[0].start()
         while not stop.is_set():
             wake.clear()
-            if controller is None and backend.physical_functions():  # no API client for a node without PFs
-                controller = build(settings, hub, backend)
-                if controller.label.watchable:
-                    watcher = threading.Thread(target=controller.label.watch, args=(stop, wake),
-                                               name="sriov-label-watch", daemon=True)
-                    watcher.start()
-                    threads.append(watcher)
-            if controller is not None:
-                controller.reconcile()
+            try:
+                if controller is None and backend.physical_functions():  # no API client for a node without PFs
+                    controller = build(settings, hub, backend)
+                    if controller.label.watchable:
+                        watcher = threading.Thread(target=controller.label.watch, args=(stop, wake),
+                                                   name="sriov-label-watch", daemon=True)
+                        watcher.start()
+                        threads.append(watcher)
+                if controller is not None:
+                    controller.reconcile()
+            except Exception as err:  # noqa: BLE001 - a vendor or sysfs failure: VFs stay, the agent serves on
+                problems.report("reconcile", str(err), logging.ERROR, "SR-IOV reconcile failed (%s); VFs left as "
+                                "they are, retrying in %g s", err, hub.poll_seconds)
+            else:
+                problems.clear("reconcile", logging.INFO, "SR-IOV reconcile works again")
             wake.wait(hub.poll_seconds)
     finally:
         unsubscribe()

@@ -273,3 +273,31 @@ def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-unty
             return
         done.wait(0.02)
     raise AssertionError("condition not met in time")
+
+
+def test_a_failing_backend_never_stops_the_component(sysfs: Path, kernel: FakeKernel,
+                                                     pod_resources: PodResourcesStandIn,
+                                                     caplog: pytest.LogCaptureFixture, clean_env: None) -> None:
+    class Flaky(SysfsSriovBackend):
+        broken = True
+
+        def physical_functions(self):  # type: ignore[no-untyped-def]
+            if self.broken:
+                raise OSError(5, "Input/output error", "/sys/bus/pci/devices")
+            return super().physical_functions()
+
+    backend = Flaky(sysfs, kernel, base.SriovOptions(sriov_num_vfs=1,
+                                                     pod_resources_socket=str(pod_resources.socket_path)))
+    hub = DeviceHub(backend, poll_seconds=0.05)
+    stop = threading.Event()
+    component = threading.Thread(target=sriov.run, args=(agent_settings(), hub, stop))
+    component.start()
+    try:
+        _wait_for(lambda: "SR-IOV reconcile failed" in caplog.text)
+        assert component.is_alive()
+        backend.broken = False
+        _wait_for(lambda: (num_vfs(sysfs, PF0), num_vfs(sysfs, PF1)) == (1, 1))
+    finally:
+        stop.set()
+        component.join(10)
+    assert caplog.text.count("SR-IOV reconcile failed") == 1 and "SR-IOV reconcile works again" in caplog.text
