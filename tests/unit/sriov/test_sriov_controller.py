@@ -286,6 +286,7 @@ def test_a_failing_backend_never_stops_the_component(sysfs: Path, kernel: FakeKe
                 raise OSError(5, "Input/output error", "/sys/bus/pci/devices")
             return super().physical_functions()
 
+    caplog.set_level(logging.INFO, logger="krakenplug.sriov")
     backend = Flaky(sysfs, kernel, base.SriovOptions(sriov_num_vfs=1,
                                                      pod_resources_socket=str(pod_resources.socket_path)))
     hub = DeviceHub(backend, poll_seconds=0.05)
