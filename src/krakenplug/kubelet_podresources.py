@@ -110,5 +110,5 @@ class PodResourcesClient:
         with self._lock:
             if self._stub is None:
                 self._channel = grpc.insecure_channel(f"unix:{self.socket_path.absolute()}", options=CHANNEL_OPTIONS)
-                self._stub = pr_grpc.PodResourcesListerStub(self._channel)  # type: ignore[no-untyped-call]
+                self._stub = pr_grpc.PodResourcesListerStub(self._channel)
             return self._stub
