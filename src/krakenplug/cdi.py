@@ -29,7 +29,9 @@ __all__ = ["CDI_VERSION", "DeviceSpecs", "container_edits", "device_name", "qual
 
 logger = logging.getLogger(__name__)
 
-CDI_VERSION = "0.6.0"  # the oldest version with every field we write; containerd 1.7+ and CRI-O read it
+# The oldest spec with every field we write (deviceNodes[].hostPath came in 0.5.0; our kinds have no dot in
+# the class, which needs 0.6.0): containerd 1.7, whose CDI library stops at 0.5.x, reads it too.
+CDI_VERSION = "0.5.0"
 _NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_.:-]+")
 
 Json = dict[str, Any]

@@ -47,7 +47,8 @@ def main() -> int:
         with ResourceApiServer() as api, DraKubelet(workdir / "registry", health_retry_seconds=0.5) as kubelet:
             agent = _start_agent(workdir, api)
             _steps(workdir, api, kubelet, agent)
-            agent, status = None, _stop(agent)
+            status = _stop(agent)
+            agent = None
             if status != 0:
                 failure = f"the agent exited with status {status} on SIGTERM"
     except (DemoError, PluginCallError, OSError, LookupError) as err:
@@ -123,9 +124,10 @@ def _steps(workdir: Path, api: ResourceApiServer, kubelet: DraKubelet, agent: su
 
     _section("Fault injection: fake-3 turns Unhealthy in the devices file, then recovers")
     _set_health(workdir / "fake-devices.yaml", "fake-3", "Unhealthy")
-    taints = wait("the taint", lambda: api.devices(driver=DRIVER)["fake-3"].get("taints"))
+    wait("the taint", lambda: api.devices(driver=DRIVER)["fake-3"].get("taints"))
     wait("the health stream", lambda: kubelet.health(DRIVER).get("fake-3") == "UNHEALTHY")
-    print(f"  slice taint     {taints[0]['key']}={taints[0]['value']}:{taints[0]['effect']}")
+    taint = api.devices(driver=DRIVER)["fake-3"]["taints"][0]
+    print(f"  slice taint     {taint['key']}={taint['value']}:{taint['effect']}")
     print(f"  health stream   fake-3 {kubelet.health(DRIVER)['fake-3']}")
     _set_health(workdir / "fake-devices.yaml", "fake-3", "Healthy")
     wait("the taint to clear", lambda: not api.devices(driver=DRIVER)["fake-3"].get("taints"))

@@ -20,7 +20,8 @@ from krakenplug.api import drahealth_v1alpha1_pb2_grpc as health_grpc
 from krakenplug.api import pluginregistration_v1_pb2_grpc as reg_grpc
 from krakenplug.backends import base
 from krakenplug.cluster import config as cluster_config
-from krakenplug.dra import kube, names, server, service, slices, topology
+from krakenplug import dranames as names
+from krakenplug.dra import kube, server, service, slices, topology
 from krakenplug.dra.checkpoint import Checkpoint
 from krakenplug.dra.prepare import Preparer
 from krakenplug.dra.publisher import SlicePublisher, run_publisher
@@ -72,7 +73,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         health_grpc.add_DRAResourceHealthServicer_to_server(health, grpc_server)
 
     dra_socket = server.SocketServer(dra_path, add_dra, what=f"DRA driver {driver}")
-    registration = service.RegistrationServicer(driver, str(dra_socket.path))
+    resync = threading.Event()
+    registration = service.RegistrationServicer(driver, str(dra_socket.path), on_registered=resync.set)
     registration_socket = server.SocketServer(
         registration_path,
         lambda grpc_server: reg_grpc.add_RegistrationServicer_to_server(registration, grpc_server),
@@ -80,7 +82,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     publisher = SlicePublisher(api, node=node, driver=driver, build=build)
     publishing = threading.Thread(
         target=run_publisher, args=(publisher, hub.wait_for_change, stop),
-        kwargs={"retry_initial": config.retry_initial_seconds, "retry_max": config.retry_max_seconds},
+        kwargs={"retry_initial": config.retry_initial_seconds, "retry_max": config.retry_max_seconds,
+                "resync": resync},
         name="dra-slices", daemon=True)
     logger.info("DRA driver %s starting on node %s: registry %s, plugin dir %s, CDI dir %s", driver, node,
                 config.registry_dir, plugin_dir, settings.cdi_dir)

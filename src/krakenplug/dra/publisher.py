@@ -113,11 +113,13 @@ class SlicePublisher:
 
 def run_publisher(publisher: SlicePublisher, snapshots: Callable[[int, float], Any], stop: threading.Event, *,
                   retry_initial: float, retry_max: float, resync_seconds: float = 300.0,
+                  resync: threading.Event | None = None,
                   on_published: Callable[[int], None] = lambda version: None) -> None:
     """Publishes every new snapshot until ``stop``; ``snapshots(after, timeout)`` is ``hub.wait_for_change``.
 
-    Every ``resync_seconds`` without a change the slices are listed again (a read, never a write unless
-    somebody else changed or deleted them).
+    Every ``resync_seconds`` without a change, and whenever ``resync`` is set (the kubelet registered us:
+    a kubelet deletes the slices of a driver that stayed unregistered), the slices are listed again, a
+    read that leads to a write only when somebody else changed or deleted them.
     """
     version, delay = -1, retry_initial
     next_resync = time.monotonic() + resync_seconds
@@ -125,8 +127,12 @@ def run_publisher(publisher: SlicePublisher, snapshots: Callable[[int, float], A
         snapshot = snapshots(version, _WAKE_SECONDS)
         if stop.is_set():
             return
+        asked = False
+        if resync is not None and resync.is_set():
+            resync.clear()
+            asked = True
         if snapshot.version == version:
-            if time.monotonic() < next_resync:
+            if time.monotonic() < next_resync and not asked:
                 continue
             publisher.forget()
         try:

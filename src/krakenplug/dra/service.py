@@ -37,11 +37,12 @@ _WAKE_SECONDS = 0.5
 class RegistrationServicer(reg_grpc.RegistrationServicer):
     """Tells the kubelet's plugin watcher who we are; remembers its verdict."""
 
-    def __init__(self, driver: str, endpoint: str) -> None:
+    def __init__(self, driver: str, endpoint: str, *, on_registered: Callable[[], None] = lambda: None) -> None:
         self.info = reg_pb2.PluginInfo(type=PLUGIN_TYPE, name=driver, endpoint=endpoint,
                                        supported_versions=list(SUPPORTED_VERSIONS))
         self.registered = threading.Event()
         self.error = ""
+        self._on_registered = on_registered
 
     def GetInfo(self, request: reg_pb2.InfoRequest, context: grpc.ServicerContext) -> reg_pb2.PluginInfo:
         return self.info
@@ -52,6 +53,7 @@ class RegistrationServicer(reg_grpc.RegistrationServicer):
             self.error = ""
             self.registered.set()
             logger.info("kubelet registered DRA driver %s (endpoint %s)", self.info.name, self.info.endpoint)
+            self._on_registered()
         else:
             self.error = request.error or "no reason given"
             self.registered.clear()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from krakenplug.backends import base
-from krakenplug.dra import names
+from krakenplug import dranames as names
 
 STANDARD = "resource.kubernetes.io"
 UNHEALTHY_TAINT = f"{names.DOMAIN}/unhealthy"

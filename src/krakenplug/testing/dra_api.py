@@ -239,6 +239,12 @@ class ResourceApiServer:
             stored["metadata"].update(resourceVersion=self._bump(), uid=str(uuid.uuid4()))
             self._slices[stored["metadata"]["name"]] = stored
 
+    def delete_slice(self, name: str) -> None:
+        """Somebody else deletes a slice (the kubelet does for a driver that stayed unregistered)."""
+        with self._lock:
+            self._slices.pop(name, None)
+            self._lock.notify_all()
+
     def wait_for(self, predicate: Callable[[ResourceApiServer], Any], timeout: float = 15.0) -> Any:
         """Waits until ``predicate(self)`` is truthy after some change; raises TimeoutError."""
         with self._lock:

@@ -161,3 +161,15 @@ def test_without_an_api_server_the_driver_registers_and_claims_fail_with_the_rea
     answer = node.kubelet.prepare(DRIVER, [("team", "u-1", "c")])["u-1"]
     assert "claim team/c" in answer.error and "no API server configuration" in answer.error
     assert node.kubelet.unprepare(DRIVER, [("team", "u-1", "c")])["u-1"].error == ""
+
+
+def test_slices_deleted_by_the_kubelet_come_back_when_it_registers_us_again(node: Node, run_driver) -> None:
+    run_driver(node)
+    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.kubelet.wait_for(_registered)
+    (published,) = node.api.slices(driver=DRIVER)
+    node.kubelet.stop()
+    node.api.delete_slice(published["metadata"]["name"])  # the kubelet wipes an unregistered driver's slices
+    node.kubelet.start()
+    node.kubelet.wait_for(_registered)
+    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4, timeout=5)

@@ -8,7 +8,8 @@ import kubernetes_validate
 import yaml
 
 from krakenplug.backends import base
-from krakenplug.dra import claims, names, slices
+from krakenplug import dranames as names
+from krakenplug.dra import claims, slices
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "dra-claims.yaml"
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from krakenplug.backends import base
-from krakenplug.dra import names, slices
+from krakenplug import dranames as names
+from krakenplug.dra import slices
 from krakenplug.testing.dra_api import slice_problems
 
 from .conftest import DRIVER, NODE, Node, device_specs
