@@ -3,7 +3,7 @@
 # Usage: bash bench/run_all.sh            (a few minutes on a 2-core machine)
 set -euo pipefail
 cd "$(dirname "$0")"
-for script in allocate_latency health_propagation restart_reregistration memory scale exporter_scrape exporter_memory \
+for script in allocate_latency health_propagation restart_reregistration memory scale exporter_scrape exporter_render exporter_memory \
     dra_prepare dra_health; do
   echo "== ${script}"
   python "${script}.py"
