@@ -9,8 +9,8 @@ the backend's own model (the chart's schema is generated from the same model).
 {{/* Fixed paths inside the agent container. */}}
 {{- define "krakenplug.configDir" -}}/etc/krakenplug{{- end }}
 {{- define "krakenplug.sriovDir" -}}/etc/krakenplug-sriov{{- end }}
-{{- /* A sibling of configDir, not inside it: a mount point cannot be created in a read-only ConfigMap volume. */}}
-{{- define "krakenplug.webConfigDir" -}}/etc/krakenplug-web{{- end }}
+{{- /* Inside configDir: the kubelet creates mount points for Secret volumes nested in a ConfigMap volume. */}}
+{{- define "krakenplug.webConfigDir" -}}/etc/krakenplug/web{{- end }}
 
 {{/*
 The backends.<vendor> mapping as YAML. Call with (dict "root" $ "vendor" $vendor "cfg" $cfg), where

@@ -19,8 +19,8 @@ from krakenplug.plugin import allocation, inventory, server
 VAP_API = ["--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"]
 WEB = {"exporter": {"webConfig": {
     "enabled": True,
-    "config": {"tls_server_config": {"cert_file": "/etc/krakenplug-web/tls.crt",
-                                     "key_file": "/etc/krakenplug-web/tls.key"},
+    "config": {"tls_server_config": {"cert_file": "/etc/krakenplug/web/tls.crt",
+                                     "key_file": "/etc/krakenplug/web/tls.key"},
                "basic_auth_users": {"prometheus": "$2y$10$abcdefghijklmnopqrstuv"}},
     "files": {"tls.crt": "CERT", "tls.key": "KEY"}}},
     "serviceMonitor": {"tlsConfig": {"insecureSkipVerify": True},
@@ -140,17 +140,17 @@ def test_web_config_secret_mount_settings_probes_and_service_monitor(render, tmp
     ds = by_vendor(objects, "DaemonSet")["fake"]
     _validate(ds)
     mounts = {m["name"]: m for m in container(ds)["volumeMounts"]}
-    assert mounts["web-config"] == {"name": "web-config", "mountPath": "/etc/krakenplug-web", "readOnly": True}
+    assert mounts["web-config"] == {"name": "web-config", "mountPath": "/etc/krakenplug/web", "readOnly": True}
     volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
     assert volumes["web-config"]["secret"]["secretName"] == secret["metadata"]["name"]
     agent = container(ds)
     assert agent["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert agent["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"}
     configmap = by_vendor(objects, "ConfigMap")["fake"]
-    assert config_of(configmap)["exporter"]["web_config_file"] == "/etc/krakenplug-web/web-config.yml"
+    assert config_of(configmap)["exporter"]["web_config_file"] == "/etc/krakenplug/web/web-config.yml"
     (tmp_path / "config.yaml").write_text(configmap["data"]["config.yaml"])
     loaded = settings.load(config_file=tmp_path / "config.yaml")
-    assert loaded.exporter.web_config_file == Path("/etc/krakenplug-web/web-config.yml")
+    assert loaded.exporter.web_config_file == Path("/etc/krakenplug/web/web-config.yml")
     (monitor,) = of_kind(objects, "ServiceMonitor")
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["scheme"] == "https"

@@ -27,8 +27,8 @@ SCENARIOS = {
                               "discovery": {"featuresDir": "/etc/kubernetes/node-feature-discovery/features.d"},
                               "updateStrategy": {"type": "OnDelete", "rollingUpdate": {"maxUnavailable": 1}}}},
     "hardened": {"values": {"exporter": {"bindPodIP": True, "webConfig": {
-        "enabled": True, "config": {"tls_server_config": {"cert_file": "/etc/krakenplug-web/tls.crt",
-                                                          "key_file": "/etc/krakenplug-web/tls.key"}},
+        "enabled": True, "config": {"tls_server_config": {"cert_file": "/etc/krakenplug/web/tls.crt",
+                                                          "key_file": "/etc/krakenplug/web/tls.key"}},
         "files": {"tls.crt": "CERT", "tls.key": "KEY"}}},
         "serviceMonitor": {"tlsConfig": {"insecureSkipVerify": True}, "basicAuth": {
             "username": {"name": "scrape", "key": "user"}, "password": {"name": "scrape", "key": "password"}}}}},
