@@ -20,7 +20,7 @@ from krakenplug.api import drahealth_v1alpha1_pb2_grpc as health_grpc
 from krakenplug.api import pluginregistration_v1_pb2_grpc as reg_grpc
 from krakenplug.backends import base
 from krakenplug.cluster import config as cluster_config
-from krakenplug import dranames as names
+from krakenplug import resource_names as names
 from krakenplug.dra import kube, server, service, slices, topology
 from krakenplug.dra.checkpoint import Checkpoint
 from krakenplug.dra.prepare import Preparer

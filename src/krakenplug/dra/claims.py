@@ -17,7 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from krakenplug import errors
-from krakenplug import dranames as names
+from krakenplug import resource_names as names
 
 CONFIG_API_VERSION = f"{names.DOMAIN}/v1alpha1"
 _SHOWN = 80

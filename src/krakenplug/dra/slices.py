@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from krakenplug.backends import base
-from krakenplug import dranames as names
+from krakenplug import resource_names as names
 
 STANDARD = "resource.kubernetes.io"
 UNHEALTHY_TAINT = f"{names.DOMAIN}/unhealthy"

@@ -8,7 +8,7 @@ import kubernetes_validate
 import yaml
 
 from krakenplug.backends import base
-from krakenplug import dranames as names
+from krakenplug import resource_names as names
 from krakenplug.dra import claims, slices
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "dra-claims.yaml"

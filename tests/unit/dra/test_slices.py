@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from krakenplug.backends import base
-from krakenplug import dranames as names
+from krakenplug import resource_names as names
 from krakenplug.dra import slices
 from krakenplug.testing.dra_api import slice_problems
 
