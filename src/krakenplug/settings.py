@@ -105,23 +105,29 @@ class ExporterSettings(_Section):
     @field_validator("address")
     @classmethod
     def _host_and_port(cls, address: str) -> str:
-        host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise ValueError("expected HOST:PORT with a port from 0 to 65535 (IPv6 as [::1]:9478)")
-        if host.startswith("[") and host.endswith("]"):
-            family, host = socket.AF_INET6, host[1:-1]
-        else:
-            family = socket.AF_INET
-        try:
-            if host and (family == socket.AF_INET6 or re.fullmatch(r"[0-9.]+", host)):
-                socket.inet_pton(family, host)
-        except OSError:
-            raise ValueError(f"{host!r} is not an IP address") from None
-        if host and family == socket.AF_INET and not re.fullmatch(
-                r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
-                host):
-            raise ValueError(f"{host!r} is neither an IP address nor a host name")
+        listen_address(address)
         return address
+
+
+def listen_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6, empty host = all interfaces) -> (host, port); ValueError says why."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535 (IPv6 as [::1]:9478)")
+    if host.startswith("[") and host.endswith("]"):
+        family, host = socket.AF_INET6, host[1:-1]
+    else:
+        family = socket.AF_INET
+    try:
+        if host and (family == socket.AF_INET6 or re.fullmatch(r"[0-9.]+", host)):
+            socket.inet_pton(family, host)
+    except OSError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if host and family == socket.AF_INET and not re.fullmatch(
+            r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*",
+            host):
+        raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    return host or "0.0.0.0", int(port)
 
 
 class DiscoverySettings(_Section):

@@ -40,6 +40,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from krakenplug import errors
+from krakenplug.settings import listen_address
 
 __all__ = ["Limits", "MetricsServer", "parse_address"]
 
@@ -64,11 +65,10 @@ class Limits:
 
 def parse_address(address: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6, empty host = all interfaces) -> (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise errors.ConfigError(f"exporter.address: expected HOST:PORT, got {address!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
+    try:
+        return listen_address(address)
+    except ValueError as err:
+        raise errors.ConfigError(f"exporter.address: expected HOST:PORT, got {address!r}: {err}") from None
 
 
 class _Connection:
