@@ -1,7 +1,7 @@
 """The ResourceSlices (resource.k8s.io/v1) that describe this node's devices: pure functions.
 
 One vocabulary for every vendor: attributes under ``krakenplug.pcl.ac.cn/`` (vendor, model, uuid, index,
-driverVersion, numaNode) plus the standard ``resource.kubernetes.io/pciBusID`` and ``pcieRoot``, and the
+driverVersion, numaNode, and partition for a fixed partition such as a MIG instance) plus the standard ``resource.kubernetes.io/pciBusID`` and ``pcieRoot``, and the
 capacity ``krakenplug.pcl.ac.cn/memory``. An Unhealthy device keeps its entry and gets a NoSchedule taint,
 so the scheduler stops placing new claims on it while running ones stay. Limits are the API server's:
 128 devices per slice (64 once a slice uses taints or multiple allocations), 32 attributes and capacities per device, string
@@ -101,6 +101,8 @@ def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: 
         attributes[ours + "driverVersion"] = _string(driver_version)  # not semver: compared as a string
     if device.numa_node is not None:
         attributes[ours + "numaNode"] = {"int": device.numa_node}
+    if device.partition:
+        attributes[ours + "partition"] = _string(device.partition)  # a fixed partition (MIG instance), as published
     if device.pci_bus_id:
         attributes[f"{STANDARD}/pciBusID"] = _string(device.pci_bus_id.lower())
     if pcie_root:

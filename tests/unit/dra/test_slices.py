@@ -123,3 +123,10 @@ def test_api_errors_are_retried(node: Node, run_driver) -> None:
     run_driver(node)
     node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
     assert [r.status for r in node.api.requests][:1] == [403]
+
+
+def test_a_fixed_partition_is_an_attribute() -> None:
+    entry = slices.device_entry(_device(0, partition="mig-3g.40gb"), driver_version=None, pcie_root=None)
+    assert entry["attributes"]["krakenplug.pcl.ac.cn/partition"] == {"string": "mig-3g.40gb"}
+    assert "krakenplug.pcl.ac.cn/partition" not in slices.device_entry(_device(1), driver_version=None,
+                                                                        pcie_root=None)["attributes"]
