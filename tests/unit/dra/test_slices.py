@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from krakenplug import errors
 from krakenplug.backends import base
 from krakenplug import resource_names as names
 from krakenplug.dra import slices
@@ -130,3 +131,18 @@ def test_a_fixed_partition_is_an_attribute() -> None:
     assert entry["attributes"]["krakenplug.pcl.ac.cn/partition"] == {"string": "mig-3g.40gb"}
     assert "krakenplug.pcl.ac.cn/partition" not in slices.device_entry(_device(1), driver_version=None,
                                                                         pcie_root=None)["attributes"]
+
+
+def test_socket_paths_carry_the_uid_and_cut_it_where_a_full_one_would_not_fit() -> None:
+    from krakenplug.dra import server
+
+    uid = "0c5d7a55-98f0-4e04-a3c5-1b6f0a2d0e11"
+    registry, plugins = Path("/var/lib/kubelet/plugins_registry"), Path("/var/lib/kubelet/plugins")
+    reg, dra = server.socket_paths(registry, plugins / "fake.krakenplug.pcl.ac.cn", "fake.krakenplug.pcl.ac.cn", uid)
+    assert reg.name == f"fake.krakenplug.pcl.ac.cn-{uid}-reg.sock" and dra.name == f"dra-{uid}.sock"
+    long_driver = "streamcomputing.krakenplug.pcl.ac.cn"
+    reg, dra = server.socket_paths(registry, plugins / long_driver, long_driver, uid)
+    assert reg.name == f"{long_driver}-0c5d7a55-reg.sock" and dra.name == "dra-0c5d7a55.sock"
+    assert server.socket_paths(registry, plugins / long_driver, long_driver, None)[0].name == f"{long_driver}-reg.sock"
+    with pytest.raises(errors.ConfigError, match="longer than the 107 bytes"):
+        server.socket_paths(Path("/" + "d" * 100), plugins, long_driver, uid)
