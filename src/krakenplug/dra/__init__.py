@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
+from krakenplug import resource_names as names
 from krakenplug.api import dra_v1_pb2_grpc as dra_grpc
 from krakenplug.api import dra_v1beta1_pb2_grpc as dra_beta_grpc
 from krakenplug.api import drahealth_v1alpha1_pb2_grpc as health_grpc
 from krakenplug.api import pluginregistration_v1_pb2_grpc as reg_grpc
 from krakenplug.backends import base
 from krakenplug.cluster import config as cluster_config
-from krakenplug import resource_names as names
 from krakenplug.dra import kube, server, service, slices, topology
 from krakenplug.dra.checkpoint import Checkpoint
 from krakenplug.dra.prepare import Preparer

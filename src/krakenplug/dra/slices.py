@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from krakenplug.backends import base
 from krakenplug import resource_names as names
+from krakenplug.backends import base
 
 STANDARD = "resource.kubernetes.io"
 UNHEALTHY_TAINT = f"{names.DOMAIN}/unhealthy"

@@ -7,8 +7,8 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
-from krakenplug.backends import base
 from krakenplug import resource_names as names
+from krakenplug.backends import base
 from krakenplug.dra import claims, slices
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples" / "dra-claims.yaml"

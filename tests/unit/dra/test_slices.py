@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from krakenplug import errors
-from krakenplug.backends import base
 from krakenplug import resource_names as names
+from krakenplug.backends import base
 from krakenplug.dra import slices
 from krakenplug.testing.dra_api import slice_problems
 
