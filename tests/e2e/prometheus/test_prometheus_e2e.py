@@ -7,101 +7,13 @@ Prometheus delays its first scrape after start-up (about 5.5 s), hence the gener
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
-import yaml
 
 pytestmark = pytest.mark.e2e
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
 WAIT = 30.0
 FAST_REFRESH = {"exporter": {"pod_resources_refresh_seconds": 0.5}}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Prometheus:
-    def __init__(self, port: int, log_path: Path) -> None:
-        self.port, self.log_path = port, log_path
-
-    def query(self, promql: str) -> list[dict]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            body = json.load(answer)
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def wait_for(self, promql: str, predicate: Callable[[list[dict]], bool], *, what: str) -> list[dict]:
-        deadline, result = time.monotonic() + WAIT, []
-        while time.monotonic() < deadline:
-            result = self.query(promql)
-            if predicate(result):
-                return result
-            time.sleep(0.25)
-        raise AssertionError(f"{what}: not seen within {WAIT} s; last answer to {promql!r}: {result}\n"
-                             f"prometheus log:\n{self.log_path.read_text(errors='replace')}")
-
-
-@pytest.fixture
-def metrics_port() -> int:
-    return _free_port()
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path, metrics_port: int) -> Iterator[Prometheus]:
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not Path(binary).exists():
-        pytest.fail("prometheus is required for this test (apt-get install prometheus)")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "krakenplug", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
-    }))
-    port, log_path = _free_port(), tmp_path / "prometheus.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        server = Prometheus(port, log_path)
-        _wait_ready(server, process)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(server: Prometheus, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {process.returncode}:\n{server.log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/-/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"prometheus not ready within {WAIT} s:\n{server.log_path.read_text()}")
 
 
 def _by_device(result: list[dict]) -> dict[str, dict]:

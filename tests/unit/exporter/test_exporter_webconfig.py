@@ -1,15 +1,13 @@
 """TLS and basic auth from an exporter-toolkit web config, through exporter.run() on a real socket.
 
-Certificates are made per test session with ``cryptography`` (a CA, a server certificate for 127.0.0.1
+Certificates are made per test module with ``cryptography`` (tests/certificates.py: a CA, a server certificate for 127.0.0.1
 and a client certificate); passwords are real bcrypt hashes.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import http.client
-import ipaddress
 import logging
 import socket
 import ssl
@@ -20,10 +18,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certificates import make_pki
 from exporter_helpers import write_devices
 
 from krakenplug import errors, exporter, settings
@@ -34,41 +29,10 @@ from krakenplug.hub import DeviceHub
 PASSWORD = "s3cret scrape"
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _certificate(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool = False, ip: str | None = None):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer_name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(path: Path, cert, key) -> None:
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is not None:
-        path.with_suffix(".key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
     """ca.crt, server.crt/key (127.0.0.1), client.crt/key signed by the CA, and stranger.crt/key (self-signed)."""
-    base = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("test CA", ca_key, _name("test CA"), ca_key, ca=True)
-    _write(base / "ca", ca, None)
-    for name, signer in (("server", (ca.subject, ca_key)), ("client", (ca.subject, ca_key)), ("stranger", None)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        issuer_name, issuer_key = signer if signer else (_name(name), key)
-        _write(base / name, _certificate(name, key, issuer_name, issuer_key, ip="127.0.0.1"), key)
-    return base
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _web_config(directory: Path, **sections) -> Path:
