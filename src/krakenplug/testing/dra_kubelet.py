@@ -242,22 +242,53 @@ class DraKubelet:
         return dra_beta_grpc.DRAPluginStub(channel), dra_beta_pb2, channel
 
     def prepare(self, driver: str, claims: Sequence[ClaimTuple]) -> dict[str, Any]:
-        """uid -> NodePrepareResourceResponse; raises PluginCallError when the whole call fails."""
+        """uid -> NodePrepareResourceResponse; raises PluginCallError when the whole call fails.
+
+        As the kubelet, it refuses an answer that leaves a claim out or names a device without its pool,
+        name or a fully qualified CDI ID (``vendor/class=name``).
+        """
         stub, module, channel = self._stub(driver)
         with channel:
             request = module.NodePrepareResourcesRequest(
                 claims=[module.Claim(namespace=ns, uid=uid, name=name) for ns, uid, name in claims])
             try:
-                return dict(stub.NodePrepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
+                answers = dict(stub.NodePrepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
             except grpc.RpcError as err:
                 raise PluginCallError.from_rpc_error("NodePrepareResources", err) from err
+        problem = _prepare_problem(claims, answers)
+        if problem:
+            raise PluginCallError("NodePrepareResources", grpc.StatusCode.INTERNAL, problem)
+        return answers
 
     def unprepare(self, driver: str, claims: Sequence[ClaimTuple]) -> dict[str, Any]:
+        """uid -> NodeUnprepareResourceResponse; every claim of the request must be answered."""
         stub, module, channel = self._stub(driver)
         with channel:
             request = module.NodeUnprepareResourcesRequest(
                 claims=[module.Claim(namespace=ns, uid=uid, name=name) for ns, uid, name in claims])
             try:
-                return dict(stub.NodeUnprepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
+                answers = dict(stub.NodeUnprepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
             except grpc.RpcError as err:
                 raise PluginCallError.from_rpc_error("NodeUnprepareResources", err) from err
+        missing = sorted({uid for _, uid, _ in claims} - set(answers))
+        if missing:
+            raise PluginCallError("NodeUnprepareResources", grpc.StatusCode.INTERNAL,
+                                  f"the answer leaves out claims {missing}")
+        return answers
+
+
+def _prepare_problem(claims: Sequence[ClaimTuple], answers: dict[str, Any]) -> str:
+    missing = sorted({uid for _, uid, _ in claims} - set(answers))
+    if missing:
+        return f"the answer leaves out claims {missing}"
+    for uid, answer in answers.items():
+        if answer.error:
+            continue
+        for device in answer.devices:
+            if not device.pool_name or not device.device_name:
+                return f"claim {uid}: a device without pool or name: {device}"
+            for cdi_id in device.cdi_device_ids:
+                kind, equals, name = cdi_id.partition("=")
+                if not equals or "/" not in kind or not name:
+                    return f"claim {uid}: {cdi_id!r} is not a fully qualified CDI device ID"
+    return ""
