@@ -47,7 +47,7 @@ __all__ = ["Limits", "MetricsServer", "parse_address"]
 logger = logging.getLogger(__name__)
 
 WSGIApp = Callable[..., Any]
-_WATCHDOG_PERIOD_SECONDS = 0.1
+_WATCHDOG_PERIOD_SECONDS = 0.25
 _POLL_SECONDS = 0.2
 _JOIN_SECONDS = 0.5
 

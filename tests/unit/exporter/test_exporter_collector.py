@@ -22,6 +22,7 @@ from krakenplug.backends import base, fallback
 from krakenplug.backends.fake import FakeBackend, FakeOptions
 from krakenplug.exporter import attribution, build_registry, make_collector
 from krakenplug.exporter.collector import StaticPods
+from krakenplug.hub import DeviceHub
 
 NODE = "node-a"
 
@@ -236,3 +237,49 @@ def test_collector_metrics_use_the_devices_vendor_label(scrape):
     metrics = scrape(_opened(_Renamed))
     assert series(metrics, "krakenplug_collector_up") == [({"vendor": "kunlunxin"}, 1.0)]
     assert {labels["vendor"] for labels, _ in metrics["krakenplug_device_util"]} == {"kunlunxin"}
+
+
+class _CountingDevices(FakeBackend):
+    """Counts devices() calls: only the hub may make them."""
+
+    calls = 0
+
+    def devices(self):
+        type(self).calls += 1
+        return super().devices()
+
+
+def test_devices_and_health_come_from_the_hub_snapshot_not_the_backend(tmp_path):
+    devices_file = write_devices(tmp_path / "d.yaml", 2)
+    backend = _CountingDevices(FakeOptions(devices_file=devices_file))
+    backend.open()
+    hub = hub_for(backend)
+    collector = make_collector(hub, node_name=NODE)
+    registry = build_registry(collector)
+
+    def healthy() -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        return {sample.labels["device_index"]: sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples if family.name == "krakenplug_device_healthy"}
+
+    try:
+        calls_after_hub = _CountingDevices.calls
+        assert healthy() == {"0": 1.0, "1": 1.0}
+        write_devices(devices_file, 2, device1={"health": "Unhealthy", "health_reason": "XID 79"})
+        assert healthy() == {"0": 1.0, "1": 1.0}  # the hub has not published the change yet
+        assert _CountingDevices.calls == calls_after_hub  # scrapes never list devices themselves
+        hub.refresh()
+        assert healthy() == {"0": 1.0, "1": 0.0}
+    finally:
+        collector.close()
+
+
+def test_no_snapshot_yet_is_not_up():
+    backend = fake_backend()
+    collector = make_collector(DeviceHub(backend), node_name=NODE)  # a hub that never read the backend
+    try:
+        reading = collector.read()
+        assert reading.error == "no device snapshot yet" and not reading.usable
+        assert collector.health(max_age_seconds=60) == (False, "last collection failed: no device snapshot yet")
+    finally:
+        collector.close()
