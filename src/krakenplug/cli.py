@@ -245,8 +245,7 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
                 config.backend, ", ".join(enabled))
     for thread in threads:
         thread.start()
-    while not stop.wait(0.5):
-        pass
+    stop.wait()  # no timer: a signal interrupts the wait and its handler sets stop (idle means idle)
     for thread in threads:
         thread.join(timeout=10)
     devices.join()
