@@ -1,45 +1,51 @@
 """Kubelet restart to re-registration: the simulator restarts (every socket in the directory deleted,
 kubelet.sock created anew) until the plugin has registered again and its devices are back.
-Target: below 2 s. The plugin polls the directory every 250 ms.
 
-    python bench/restart_reregistration.py [--restarts 20]
+Target: Register arrives at most 10 ms (p50) after the new kubelet.sock appears. The plugin learns of it
+through inotify on the directory; the gap between restarts is random, so nothing can line up with a
+period. Also printed: the time until the kubelet has the devices back (information).
+
+    python bench/restart_reregistration.py [--restarts 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
-from _common import RESOURCE, agent, describe, percentile, workdir, write_devices
+from _common import RESOURCE, Targets, agent, describe, percentile, workdir, write_devices
 
 from krakenplug.testing.kubelet import KubeletSimulator
 
-TARGET_SECONDS = 2.0
+TARGET_SECONDS = 0.010
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--restarts", type=int, default=20)
+    parser.add_argument("--restarts", type=int, default=30)
     args = parser.parse_args()
-    samples = []
+    registered, recovered = [], []
     with workdir() as directory, KubeletSimulator(directory) as kubelet:
         write_devices(directory / "devices.yaml", 8)
-        # Every restart here is deliberate: lift the crash-loop guard above the number of restarts.
-        guard = {"KRAKENPLUG_PLUGIN__RESTART_LIMIT": str(args.restarts + 10)}
-        with agent(directory, directory / "devices.yaml", env=guard):
+        with agent(directory, directory / "devices.yaml"):
             kubelet.wait_for_resource(RESOURCE, allocatable=8, timeout=30)
             for _ in range(args.restarts):
-                registrations = len(kubelet.registrations)
-                start = time.perf_counter()
-                kubelet.restart()
-                kubelet.wait_for(lambda r, before=registrations: len(kubelet.registrations) > before
-                                 and r[RESOURCE].connected and r[RESOURCE].allocatable == 8, timeout=30)
-                samples.append(time.perf_counter() - start)
-                time.sleep(0.2)
-    p99 = percentile(samples, 0.99)
-    print(describe("kubelet restart -> registered with devices", samples))
-    print(f"ratio p99 / target = {p99 / TARGET_SECONDS:.2f} (target < {TARGET_SECONDS:g} s, ratio < 1)")
-    return 0
+                time.sleep(random.uniform(0.05, 0.5))
+                before = len(kubelet.registrations)
+                kubelet.stop()
+                kubelet.start()  # kubelet.sock exists once this returns
+                appeared = time.perf_counter()
+                kubelet.wait_for(lambda r, n=before: len(kubelet.registrations) > n, timeout=30)
+                registered.append(time.perf_counter() - appeared)
+                kubelet.wait_for(lambda r: r[RESOURCE].connected and r[RESOURCE].allocatable == 8, timeout=30)
+                recovered.append(time.perf_counter() - appeared)
+    print(describe("new kubelet.sock -> Register received", registered))
+    print(describe("new kubelet.sock -> devices back (information)", recovered))
+    targets = Targets()
+    p50 = percentile(registered, 0.5)
+    targets.check("re-registration p50", p50 * 1e3, TARGET_SECONDS * 1e3, unit=" ms", ratio=p50 / TARGET_SECONDS)
+    return targets.exit_code()
 
 
 if __name__ == "__main__":

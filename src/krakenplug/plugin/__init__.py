@@ -40,7 +40,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                 daemon=True)
     # Wakes the loop below when stop is set; after an error it simply waits with the process.
     threading.Thread(target=_bump_on_stop, args=(stop, pulse), name="plugin-stop", daemon=True).start()
-    unsubscribe = hub.subscribe(lambda snapshot: pulse.bump())
+    unsubscribe = hub.subscribe(lambda snapshot: _on_snapshot(manager, pulse, snapshot))
     follower.start()
     logger.info("device plugin starting on node %s: directory %s (%s), replicas %d", settings.node_name,
                 config.device_plugin_dir, "inotify" if directory.inotify else "polled", config.replicas)
@@ -59,17 +59,14 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
 
 def _serve(manager: manager_mod.Manager, hub: DeviceHub, stop: threading.Event, pulse: watcher.Pulse,
            directory: fswatch.DirectoryWatch, specs: cdi.DeviceSpecs | None = None) -> None:
-    applied: Snapshot | None = None
     while not stop.is_set():
         seen = pulse.count  # read before looking, so an event during this pass ends the next wait at once
         snapshot = hub.snapshot()
-        if applied is None or snapshot.version != applied.version:
+        if snapshot.version > manager.applied_version:
             if specs is not None:
                 specs.update(snapshot.devices)  # before the kubelet can be told of a new device
-            manager.apply(snapshot.devices)
-            applied = snapshot
-        else:
-            manager.reconcile()
+            manager.apply(snapshot)
+        manager.reconcile()
         manager.check_kubelet()
         timeout = None
         if manager.pending:
@@ -77,6 +74,16 @@ def _serve(manager: manager_mod.Manager, hub: DeviceHub, stop: threading.Event, 
         elif not directory.inotify:
             timeout = watcher.FALLBACK_POLL_SECONDS
         pulse.wait(seen, timeout)
+
+
+def _on_snapshot(manager: manager_mod.Manager, pulse: watcher.Pulse, snapshot: Snapshot) -> None:
+    """On the hub's thread: a health change goes to the streams at once, anything else wakes the loop.
+
+    Only a change of health or NUMA node takes this path; new device IDs wait for the loop, which
+    writes their CDI specs first.
+    """
+    if not manager.publish_fast(snapshot):
+        pulse.bump()
 
 
 def _follow_directory(directory: fswatch.DirectoryWatch, pulse: watcher.Pulse) -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from krakenplug import errors
 from krakenplug.backends import base
+from krakenplug.hub import Snapshot
 from krakenplug.plugin import allocation, naming, registration, watcher
 from krakenplug.plugin import inventory as inventory_mod
 from krakenplug.plugin import server as server_mod
@@ -41,7 +43,13 @@ class _Endpoint:
 
 
 class Manager:
+    """Not re-entrant: ``apply``, ``reconcile``, ``check_kubelet`` and ``close`` run on the plugin's thread;
+    only :meth:`publish_fast` may run on another (the hub's), and it never waits for them."""
+
     def __init__(self, backend: Any, config: PluginSettings, pulse: watcher.Pulse) -> None:
+        self._lock = threading.Lock()
+        self.applied_version = -1
+        self._applied_ids: tuple[str, ...] = ()
         self._backend = backend
         self._config = config
         self._pulse = pulse
@@ -62,37 +70,76 @@ class Manager:
         """True while a resource that should be served is not (its start failed; retried later)."""
         return any(resource not in self._endpoints for resource in self._inventories)
 
-    def apply(self, devices: Sequence[base.Device]) -> None:
-        """Brings servers and inventories in line with a new device snapshot."""
-        wanted = self._inventories_of(devices)
+    def publish_fast(self, snapshot: Snapshot) -> bool:
+        """Publishes ``snapshot`` at once when it changes no resource's existence (only health, NUMA, IDs).
+
+        Returns False, doing nothing, when servers must start or stop or the manager is busy: then
+        :meth:`apply` on the plugin's thread handles it.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if snapshot.version <= self.applied_version:
+                return True  # the plugin's thread got there first
+            if tuple(device.id for device in snapshot.devices) != self._applied_ids:
+                return False
+            wanted = self._inventories_of(snapshot.devices)
+            if wanted.keys() != self._inventories.keys() or wanted.keys() != self._endpoints.keys():
+                return False
+            self._publish(wanted)
+            self.applied_version = snapshot.version
+            return True
+        finally:
+            self._lock.release()
+
+    def apply(self, snapshot: Snapshot) -> None:
+        """Brings servers and inventories in line with a new device snapshot (once per version).
+
+        New resources get their servers from :meth:`reconcile`.
+        """
+        with self._lock:
+            if snapshot.version <= self.applied_version:
+                return
+            self.applied_version = snapshot.version
+            self._applied_ids = tuple(device.id for device in snapshot.devices)
+            self._apply(self._inventories_of(snapshot.devices))
+
+    def _apply(self, wanted: dict[str, inventory_mod.Inventory]) -> None:
         for resource in sorted(set(self._inventories) - set(wanted)):
             logger.info("resource %s has no devices any more; stopping its server", resource)
             endpoint = self._endpoints.pop(resource, None)
             if endpoint is not None:
                 endpoint.stop()
+        self._publish(wanted)
+
+    def _publish(self, wanted: dict[str, inventory_mod.Inventory]) -> None:
         for resource, inventory in wanted.items():
+            endpoint = self._endpoints.get(resource)
+            if endpoint is not None:
+                endpoint.server.publish(inventory)  # first: the kubelet hears of it before our log line is written
             previous = self._inventories.get(resource)
             if previous is None or previous.advertised != inventory.advertised:
                 logger.info("%s: %s", resource, inventory.summary())
-            endpoint = self._endpoints.get(resource)
-            if endpoint is not None:
-                endpoint.server.publish(inventory)
         self._inventories = wanted
-        self.reconcile()
 
     def reconcile(self) -> None:
         """Starts the servers that should run but do not (new resources, or a start that failed before).
 
         Raises :class:`server.SocketInUse` when another live process serves at one of our paths.
         """
-        if not self._inventories or not self._directory_usable():
-            return
-        for resource, inventory in self._inventories.items():
-            if resource not in self._endpoints:
-                self._start(resource, inventory)
+        with self._lock:
+            if not self._inventories or not self._directory_usable():
+                return
+            for resource, inventory in self._inventories.items():
+                if resource not in self._endpoints:
+                    self._start(resource, inventory)
 
     def check_kubelet(self) -> None:
         """Restarts every endpoint the kubelet has forgotten; raises RegistrationError in a crash loop."""
+        with self._lock:
+            self._check_kubelet()
+
+    def _check_kubelet(self) -> None:
         self._judge_suspects()
         kubelet_now = watcher.identity_of(self._directory / registration.KUBELET_SOCKET)
         for resource, endpoint in list(self._endpoints.items()):
@@ -113,9 +160,10 @@ class Manager:
 
     def close(self) -> None:
         """Stops every server and removes its socket."""
-        while self._endpoints:
-            _, endpoint = self._endpoints.popitem()
-            endpoint.stop()
+        with self._lock:
+            while self._endpoints:
+                _, endpoint = self._endpoints.popitem()
+                endpoint.stop()
 
     def _judge_suspects(self) -> None:
         for endpoint in self._endpoints.values():
