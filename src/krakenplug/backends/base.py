@@ -29,6 +29,8 @@ __all__ = [
     "DeviceSample",
     "Health",
     "Mount",
+    "ParentDevice",
+    "as_partitions",
     "ResourceRule",
     "SupportsAllocationLimit",
     "SupportsHealthEvents",
@@ -92,10 +94,47 @@ class Device:
     # The slice type of a partition of a physical device, as a label-safe name (NVIDIA MIG: "mig-3g.40gb");
     # None for a whole device. Discovery counts devices per partition.
     partition: str | None = None
+    # A partition's physical device (MIG: its GPU; SR-IOV: the VF's PF) and what the partition takes of that
+    # device's counters, (name, amount) pairs (see ParentDevice); the DRA driver publishes them as shared
+    # counters, so the whole device and its partitions are never both allocated.
+    parent: ParentDevice | None = None
+    consumes: tuple[tuple[str, int], ...] = ()
 
     @property
     def healthy(self) -> bool:
         return self.health is Health.HEALTHY
+
+
+COUNTER_PARTITIONS = "partitions"  # one per partition; the whole device takes them all
+COUNTER_MEMORY_MB = "memory"  # memory in MB
+
+
+@dataclasses.dataclass(frozen=True)
+class ParentDevice:
+    """The physical device that partitions (MIG devices, SR-IOV VFs) are carved from, whole.
+
+    ``counters``: the device's total of every counter its partitions consume, (name, amount) pairs.
+    """
+
+    id: str
+    index: int
+    model: str
+    memory_total_mb: int
+    pci_bus_id: str | None = None
+    counters: tuple[tuple[str, int], ...] = ()
+
+
+def as_partitions(children: Sequence[Device], *, parent_id: str, index: int, model: str, memory_total_mb: int,
+                  pci_bus_id: str | None) -> list[Device]:
+    """``children`` as the partitions of one physical device: each takes one ``partitions`` counter and its
+    memory; the parent has as many partitions as there are children and its memory (at least their sum)."""
+    memory = max(memory_total_mb, sum(child.memory_total_mb for child in children))
+    parent = ParentDevice(id=parent_id, index=index, model=model, memory_total_mb=memory_total_mb,
+                          pci_bus_id=pci_bus_id,
+                          counters=((COUNTER_PARTITIONS, len(children)), (COUNTER_MEMORY_MB, memory)))
+    return [dataclasses.replace(child, parent=parent,
+                                consumes=((COUNTER_PARTITIONS, 1), (COUNTER_MEMORY_MB, child.memory_total_mb)))
+            for child in children]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -265,6 +265,12 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, 
     assert [(d.id, d.model, d.numa_node, d.device_nodes[0].container_path) for d in devices] == [
         (vf_bus_id(BUS0, 0), "R200-VF-8G", 0, "/dev/xpu4"), (vf_bus_id(BUS0, 1), "R200-VF-8G", 0, "/dev/xpu5")]
     assert all(d.uuid is None for d in devices)  # the VFs share the card's serial: it is no UUID of theirs
+    parents = {d.parent for d in devices}
+    assert len(parents) == 1 and None not in parents  # both VFs are partitions of the card, for DRA's counters
+    parent = devices[0].parent
+    assert parent is not None and parent.pci_bus_id == BUS0 and parent.model == "R200-PF"
+    assert dict(parent.counters)["partitions"] == 2
+    assert [dict(d.consumes)["partitions"] for d in devices] == [1, 1]
     assert allocation.envs == {"XPU_VISIBLE_DEVICES": "2"}
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 

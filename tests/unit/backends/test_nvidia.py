@@ -409,6 +409,23 @@ def test_mig_strategy_mixed_one_resource_per_profile(libnvml: Path, fixture: Fix
     ]
 
 
+def test_mig_devices_name_their_gpu_and_its_share_for_dra_counters(libnvml: Path, fixture: Fixture, host: FakeHost,
+                                                                   proc: Path) -> None:
+    fixture.replace_devices(MIXED)
+    with closing(open_mig(libnvml, host, proc, "mixed")) as backend:
+        devices = {d.id: d for d in backend.devices()}
+    whole, mig_a, mig_b = devices[UUID1], devices[MIG_A], devices[MIG_B]
+    assert whole.parent is None and whole.consumes == ()  # MIG off: an ordinary device
+    assert mig_a.parent == mig_b.parent
+    parent = mig_a.parent
+    assert parent is not None
+    assert (parent.id, parent.index, parent.model, parent.memory_total_mb, parent.pci_bus_id) == (
+        UUID0, 0, H100, 81559, "0000:3b:00.0")
+    assert dict(parent.counters) == {"partitions": 2, "memory": 81559}
+    assert dict(mig_a.consumes) == {"partitions": 1, "memory": 40448}
+    assert dict(mig_b.consumes) == {"partitions": 1, "memory": 9856}
+
+
 def test_mig_mixed_resources_follow_rules_and_prefix(libnvml: Path, fixture: Fixture, host: FakeHost,
                                                      proc: Path) -> None:
     fixture.replace_devices(MIXED)

@@ -208,7 +208,24 @@ class KunlunBackend:
         found = [self._listed_device(lib, index) for index in range(count)]
         self._listed = [device for device, _ in found if device is not None]
         devices = [device for device, pf in found if device is not None and not self._hidden_pf(device, pf)]
-        return devices + self._book.unlisted(range(count), "XPUML no longer lists this device")
+        return self._with_parents(devices) + self._book.unlisted(range(count), "XPUML no longer lists this device")
+
+    def _with_parents(self, devices: list[base.Device]) -> list[base.Device]:
+        """VFs as partitions of their PF (sysfs ``physfn``), where XPUML lists that PF, for DRA's counters."""
+        pfs = {device.pci_bus_id: device for device in self._listed if device.pci_bus_id}
+        children: dict[str, list[base.Device]] = {}
+        for device in devices:
+            pf_bus = _sriov.physical_function_of(self._options.sysfs_root, device.pci_bus_id) \
+                if device.pci_bus_id else None
+            if pf_bus is not None and pf_bus in pfs:
+                children.setdefault(pf_bus, []).append(device)
+        linked = {}
+        for pf_bus, vfs in children.items():
+            pf = pfs[pf_bus]
+            linked.update({vf.id: vf for vf in base.as_partitions(
+                vfs, parent_id=pf.id, index=pf.index, model=pf.model, memory_total_mb=pf.memory_total_mb,
+                pci_bus_id=pf.pci_bus_id)})
+        return [linked.get(device.id, device) for device in devices]
 
     def _listed_device(self, lib: xpuml.Xpuml, index: int) -> tuple[base.Device | None, bool]:
         """The device at ``index`` and whether the library says it is an SR-IOV PF with VFs enabled."""
