@@ -147,3 +147,46 @@ def test_watch_health_reports_each_change(tmp_path: Path) -> None:
         stop.set()
         watcher.join(5)
     assert not watcher.is_alive()
+
+
+def test_any_bytes_are_refused_with_the_byte_named_and_the_last_state_kept(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    _write(path, TWO_DEVICES)
+    backend = _backend(path)
+    path.write_bytes(b"devices:\n  - id: \xff\xfe\x00\x01")
+    assert [d.id for d in backend.devices()] == ["dev-a", "dev-b"]
+    assert "not UTF-8 text (byte 17: b'\\xff')" in backend.last_error
+
+
+def test_a_file_over_the_size_limit_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    _write(path, TWO_DEVICES)
+    backend = _backend(path, max_file_bytes=4096)
+    _write(path, TWO_DEVICES + "# padding\n" * 1000)
+    assert [d.id for d in backend.devices()] == ["dev-a", "dev-b"]
+    assert "larger than 4096 bytes (backends.fake.max_file_bytes)" in backend.last_error
+    with pytest.raises(errors.BackendUnavailable, match="max_file_bytes"):
+        _backend(path, max_file_bytes=4096)
+
+
+def test_the_watcher_reads_an_in_place_rewrite_only_once_it_is_complete(tmp_path: Path) -> None:
+    path = tmp_path / "devices.yaml"
+    _write(path, TWO_DEVICES)
+    backend = _backend(path, settle_seconds=0.05)
+    stop, changes = threading.Event(), []
+    watcher = threading.Thread(target=backend.watch_health, args=(stop, lambda: changes.append(backend.devices())))
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        first_device_only = TWO_DEVICES.index("  - id: dev-b")
+        with open(path, "w") as file:  # valid YAML with one device for 0.3 s, then the same file as before
+            file.write(TWO_DEVICES[:first_device_only])
+            file.flush()
+            time.sleep(0.3)
+            file.write(TWO_DEVICES[first_device_only:])
+        time.sleep(0.3)
+        assert changes == [] and [d.id for d in backend.devices()] == ["dev-a", "dev-b"]
+    finally:
+        stop.set()
+        watcher.join(5)
+    assert not watcher.is_alive()
