@@ -6,7 +6,8 @@ collector, for any registry and any format) and the fast renderer in ``expositio
 Prometheus negotiates; a test keeps their bytes identical.
 
 Units follow the product contract: utilization in percent, memory in MiB (the metric names say MB for
-historical reasons; HELP says MiB). ``base_unit_metrics`` adds the Prometheus base-unit twins.
+historical reasons; HELP says MiB). ``base_unit_metrics`` adds the Prometheus base-unit twins. A value
+the vendor does not report has no series (never a fake 0).
 
 Label sets change only when devices, their health or the pod map change, which is rare next to
 scrapes; a ``_Plan`` holds them (and the info, health and allocation families, which hold nothing else)
@@ -33,18 +34,24 @@ HEALTH_LABELS = ("node_name", "vendor", "device_index")
 ALLOCATION_LABELS = ("node_name", "vendor", "device_index", "pod", "namespace", "container", "resource")
 COLLECTOR_LABELS = ("vendor",)
 BUILD_LABELS = ("version", "python_version")
+BACKEND_LABELS = ("vendor", "vendor_library", "vendor_api", "vendor_path", "vendor_reason")
 
 # name, HELP; all value families carry DEVICE_LABELS
 _UTIL = ("krakenplug_device_util",
          "Utilization of the device's main compute engine in percent (0-100), as the vendor reports it.")
 _USED = ("krakenplug_device_memory_used", "Device memory in use, in MiB (1 MiB = 1048576 bytes).")
 _TOTAL = ("krakenplug_device_memory_total", "Total device memory, in MiB (1 MiB = 1048576 bytes).")
+_RESERVED = ("krakenplug_device_memory_reserved",
+             "Device memory the driver holds back, not counted in memory_used, in MiB; only for devices whose "
+             "vendor reports it.")
 _TEMPERATURE = ("krakenplug_device_temperature_celsius",
                 "Device temperature in degrees Celsius; only for devices whose vendor reports it.")
 _POWER = ("krakenplug_device_power_watts", "Device power draw in watts; only for devices whose vendor reports it.")
 _RATIO = ("krakenplug_device_utilization_ratio", "Utilization of the device's main compute engine as a ratio (0-1).")
 _USED_BYTES = ("krakenplug_device_memory_used_bytes", "Device memory in use, in bytes.")
 _TOTAL_BYTES = ("krakenplug_device_memory_total_bytes", "Total device memory, in bytes.")
+_RESERVED_BYTES = ("krakenplug_device_memory_reserved_bytes",
+                   "Device memory the driver holds back, not counted in memory_used_bytes, in bytes.")
 
 
 @dataclasses.dataclass
@@ -106,6 +113,7 @@ class FamilyBuilder:
         self._plan: _Plan | None = None
         self._build_info = Family("krakenplug_exporter_build_info", "Version of the exporter and of Python; always 1.",
                                   BUILD_LABELS, [((version, python_version), 1.0)], cache_token=self)
+        self._backend_info = _backend_info(None, "")  # replaced (never changed) when the backend's answer changes
 
     def build(self, reading: Reading, pods: attribution.PodAttribution, *, vendor: str) -> list[Family]:
         """Every family of one scrape, in a fixed order; families without samples are left out."""
@@ -122,27 +130,30 @@ class FamilyBuilder:
         return plan
 
     def _values(self, plan: _Plan, reading: Reading) -> list[Family]:
-        util, used, total, temperature, power = (Family(*named, DEVICE_LABELS)
-                                                 for named in (_UTIL, _USED, _TOTAL, _TEMPERATURE, _POWER))
-        twins = [Family(*named, DEVICE_LABELS) for named in (_RATIO, _USED_BYTES, _TOTAL_BYTES)]
+        util, used, total, reserved, temperature, power = (
+            Family(*named, DEVICE_LABELS) for named in (_UTIL, _USED, _TOTAL, _RESERVED, _TEMPERATURE, _POWER))
+        twins = [Family(*named, DEVICE_LABELS) for named in (_RATIO, _USED_BYTES, _TOTAL_BYTES, _RESERVED_BYTES)]
         samples = reading.samples
         for device, labels in plan.rows:
             sample = samples.get(device.id)
             if sample is None:  # failed or late: no value series rather than a stale or made-up one
                 continue
-            memory_total = float(device.memory_total_mb if sample.memory_total_mb is None else sample.memory_total_mb)
-            total.samples.append((labels, memory_total))
+            memory_total = _memory_total(device, sample)
+            if memory_total is not None:
+                total.samples.append((labels, memory_total))
             if sample.utilization_percent is not None:
                 util.samples.append((labels, float(sample.utilization_percent)))
             if sample.memory_used_mb is not None:
                 used.samples.append((labels, float(sample.memory_used_mb)))
+            if sample.memory_reserved_mb is not None:
+                reserved.samples.append((labels, float(sample.memory_reserved_mb)))
             if sample.temperature_celsius is not None:
                 temperature.samples.append((labels, float(sample.temperature_celsius)))
             if sample.power_watts is not None:
                 power.samples.append((labels, float(sample.power_watts)))
             if self.base_unit_metrics:
                 _add_twins(twins, labels, sample, memory_total)
-        return [util, used, total, temperature, power, *(twins if self.base_unit_metrics else ())]
+        return [util, used, total, reserved, temperature, power, *(twins if self.base_unit_metrics else ())]
 
     def _meta(self, reading: Reading, pods: attribution.PodAttribution, vendor: str) -> list[Family]:
         labels = (vendor,)
@@ -157,13 +168,43 @@ class FamilyBuilder:
                    "Unix time of the last successful kubelet PodResources List call; 0 when none succeeded yet.",
                    (), [((), pods.last_success_unix)]),
             self._build_info,
+            self._backend_info_for(reading.library, vendor),
         ]
 
+    def _backend_info_for(self, library: base.LibraryInfo | None, vendor: str) -> Family:
+        """The backend's library, API and data path (``SupportsLibraryInfo``); no series when it says nothing."""
+        family = _backend_info(library, vendor)
+        if family.samples != self._backend_info.samples:  # rare; a new object is a new token for the renderer
+            self._backend_info = family
+        return self._backend_info
 
-def _add_twins(twins: list[Family], labels: tuple[str, ...], sample: base.DeviceSample, memory_total: float) -> None:
-    ratio, used_bytes, total_bytes = twins
+
+def _backend_info(library: base.LibraryInfo | None, vendor: str) -> Family:
+    samples: list[tuple[tuple[str, ...], float]] = [] if library is None else [
+        ((vendor, library.library or "", library.api, library.path, library.reason), 1.0)]
+    family = Family("krakenplug_backend_info",
+                    "The vendor library, API generation and data path the backend uses, and why; always 1.",
+                    BACKEND_LABELS, samples)
+    family.cache_token = family
+    return family
+
+
+def _memory_total(device: base.Device, sample: base.DeviceSample) -> float | None:
+    """The sample's total, else the device's; None when neither knows (a device total of 0 means unknown:
+    NVIDIA SoC GPUs and MIG without permission report no memory)."""
+    if sample.memory_total_mb is not None:
+        return float(sample.memory_total_mb)
+    return float(device.memory_total_mb) if device.memory_total_mb > 0 else None
+
+
+def _add_twins(twins: list[Family], labels: tuple[str, ...], sample: base.DeviceSample,
+               memory_total: float | None) -> None:
+    ratio, used_bytes, total_bytes, reserved_bytes = twins
     if sample.utilization_percent is not None:
         ratio.samples.append((labels, sample.utilization_percent / 100.0))
     if sample.memory_used_mb is not None:
         used_bytes.samples.append((labels, sample.memory_used_mb * MIB))
-    total_bytes.samples.append((labels, memory_total * MIB))
+    if memory_total is not None:
+        total_bytes.samples.append((labels, memory_total * MIB))
+    if sample.memory_reserved_mb is not None:
+        reserved_bytes.samples.append((labels, sample.memory_reserved_mb * MIB))

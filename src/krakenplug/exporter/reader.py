@@ -35,6 +35,7 @@ class Reading:
     samples: Mapping[str, base.DeviceSample] = dataclasses.field(default_factory=dict)  # read in time, by ID
     failures: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by device ID: why sample() failed
     driver_version: str = ""
+    library: base.LibraryInfo | None = None  # what the backend says of its library (SupportsLibraryInfo)
     error: str = ""  # a problem with the backend as a whole: the device list failed, or reads too slow
     unavailable: str = ""  # the vendor library is not loaded: zero devices while the agent retries
     duration_seconds: float = 0.0
@@ -76,6 +77,7 @@ class _Job:
         self.samples: dict[str, base.DeviceSample] = {}
         self.failures: dict[str, str] = {}
         self.driver_version = ""
+        self.library: base.LibraryInfo | None = None
         self.unavailable = ""
 
     def reading(self, *, timeout: float, elapsed: float) -> Reading:
@@ -87,7 +89,7 @@ class _Job:
                 error = f"vendor reads did not finish within {timeout:g} s ({sampled} of {len(devices)} devices sampled)"
             return Reading(devices=devices, samples=MappingProxyType(dict(self.samples)),
                            failures=MappingProxyType(dict(self.failures)), driver_version=self.driver_version,
-                           error=error, unavailable=self.unavailable, duration_seconds=elapsed)
+                           library=self.library, error=error, unavailable=self.unavailable, duration_seconds=elapsed)
 
 
 class VendorReader:
@@ -151,10 +153,12 @@ class VendorReader:
 
     def _run(self, job: _Job) -> None:
         # The backend is third-party-facing code: whatever it raises must cost one scrape's data, not the
-        # exporter, so this is the one place that catches every Exception.
+        # exporter, so this is the one place that catches every Exception. Vendor calls run outside the
+        # job's lock: a scrape that gives up waiting must still get what was read so far at once.
+        unavailable, driver_version = _unavailable_reason(self._backend), _driver_version(self._backend)
+        library = _library_info(self._backend)
         with job.lock:
-            job.unavailable = _unavailable_reason(self._backend)
-            job.driver_version = _driver_version(self._backend)
+            job.unavailable, job.driver_version, job.library = unavailable, driver_version, library
         for device in job.devices:
             try:
                 sample = self._backend.sample(device)
@@ -189,3 +193,13 @@ def _driver_version(backend: base.Backend) -> str:
     except Exception as err:  # noqa: BLE001 - vendor boundary; a missing version is not worth a failure
         logger.debug("driver_version() of backend %s failed: %s", backend.name, err)
         return ""
+
+
+def _library_info(backend: base.Backend) -> base.LibraryInfo | None:
+    if not isinstance(backend, base.SupportsLibraryInfo):
+        return None
+    try:
+        return backend.library_info()  # NVIDIA asks NVML for its version: a vendor call like the others
+    except Exception as err:  # noqa: BLE001 - vendor boundary; the info series is left out this scrape
+        logger.debug("library_info() of backend %s failed: %s", backend.name, err)
+        return None

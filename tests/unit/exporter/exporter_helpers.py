@@ -6,6 +6,7 @@ The PodResources server is a real gRPC server on a unix socket implementing the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import yaml
 
 from krakenplug.api import podresources_v1_pb2 as pr_pb2
 from krakenplug.api import podresources_v1_pb2_grpc as pr_grpc
+from krakenplug.backends import base
 from krakenplug.backends.fake import FakeBackend, FakeOptions
 from krakenplug.hub import DeviceHub
 
@@ -43,10 +45,25 @@ def write_devices(path: Path, count: int = 4, *, faults: dict[str, Any] | None =
     return path
 
 
-def fake_backend(devices_file: Path | None = None) -> FakeBackend:
-    backend = FakeBackend(FakeOptions(devices_file=devices_file))
+def fake_backend(devices_file: Path | None = None, cls: type[FakeBackend] = FakeBackend) -> FakeBackend:
+    backend = cls(FakeOptions(devices_file=devices_file))
     backend.open()
     return backend
+
+
+class VendorExtrasFake(FakeBackend):
+    """The fake backend plus what vendor backends offer beyond it: memory the driver reserves (NVML v2) on
+    device 0 only, and which library, API and data path it uses (``SupportsLibraryInfo``)."""
+
+    library = base.LibraryInfo(library="/usr/lib/libkrakensim.so.2", api="krakensim v2", path="krakensim+sysfs",
+                               reason="krakensimInit succeeded")
+
+    def sample(self, device: base.Device) -> base.DeviceSample:
+        sample = super().sample(device)
+        return dataclasses.replace(sample, memory_reserved_mb=512.0) if device.index == 0 else sample
+
+    def library_info(self) -> base.LibraryInfo:
+        return self.library
 
 
 def hub_for(backend: Any) -> DeviceHub:

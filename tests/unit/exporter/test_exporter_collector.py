@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from exporter_helpers import (
     RESOURCE,
+    VendorExtrasFake,
     container,
     fake_backend,
     hub_for,
@@ -168,6 +169,70 @@ def test_temperature_and_power_only_where_offered(scrape):
         == [("0", 245.5)]
     # a sample without memory_total falls back to the device's own total
     assert series(metrics, "krakenplug_device_memory_total", device_index="0")[0][1] == 81920
+
+
+def test_reserved_memory_only_where_the_backend_reports_it(scrape):
+    metrics = scrape(fake_backend(cls=VendorExtrasFake), base_unit_metrics=True)
+    assert [(labels["device_index"], value) for labels, value in metrics["krakenplug_device_memory_reserved"]] \
+        == [("0", 512.0)]
+    assert [(labels["device_index"], value) for labels, value in
+            metrics["krakenplug_device_memory_reserved_bytes"]] == [("0", 512 * 1048576)]
+    (labels, _), = metrics["krakenplug_device_memory_reserved"]
+    used_labels = {tuple(sorted(labels.items())) for labels, _ in metrics["krakenplug_device_memory_used"]}
+    assert tuple(sorted(labels.items())) in used_labels  # joins 1:1 with memory_used
+
+
+def test_no_reserved_memory_series_without_the_field(scrape):
+    metrics = scrape(fake_backend(), base_unit_metrics=True)
+    assert "krakenplug_device_memory_reserved" not in metrics
+    assert "krakenplug_device_memory_reserved_bytes" not in metrics
+
+
+class _NoMemoryInfo(FakeBackend):
+    """Device 1 answers no memory query, as NVML does for an integrated SoC GPU (NOT_SUPPORTED) or a MIG-enabled
+    GPU without permission (NO_PERMISSION): the NVIDIA backend then lists it with memory_total_mb 0 (unknown)."""
+
+    def sample(self, device: base.Device) -> base.DeviceSample:
+        sample = super().sample(device)
+        if device.index == 1:
+            return dataclasses.replace(sample, memory_used_mb=None, memory_total_mb=None)
+        return sample
+
+
+def test_unknown_memory_total_is_absent_not_zero(scrape, tmp_path):
+    devices_file = write_devices(tmp_path / "d.yaml", 2, device1={"memory_mb": 0})
+    backend = _NoMemoryInfo(FakeOptions(devices_file=devices_file))
+    backend.open()
+    metrics = scrape(backend, base_unit_metrics=True)
+    for name in ("krakenplug_device_memory_total", "krakenplug_device_memory_total_bytes",
+                 "krakenplug_device_memory_used", "krakenplug_device_memory_used_bytes"):
+        assert [labels["device_index"] for labels, _ in metrics[name]] == ["0"], name
+    assert [labels["device_index"] for labels, _ in metrics["krakenplug_device_util"]] == ["0", "1"]
+    assert [labels["device_index"] for labels, _ in metrics["krakenplug_device_info"]] == ["0", "1"]
+    assert series(metrics, "krakenplug_collector_up")[0][1] == 1.0  # absent by design is not a failed read
+
+
+def test_backend_info_names_the_library_api_and_path(scrape):
+    metrics = scrape(fake_backend(cls=VendorExtrasFake))
+    assert metrics["krakenplug_backend_info"] == [(
+        {"vendor": "fake", "vendor_library": "/usr/lib/libkrakensim.so.2", "vendor_api": "krakensim v2",
+         "vendor_path": "krakensim+sysfs", "vendor_reason": "krakensimInit succeeded"}, 1.0)]
+
+
+def test_no_backend_info_from_a_backend_without_library_info(scrape):
+    assert "krakenplug_backend_info" not in scrape(fake_backend())
+
+
+class _BrokenLibraryInfo(FakeBackend):
+    def library_info(self) -> base.LibraryInfo:
+        raise errors.DeviceQueryError("nvmlSystemGetNVMLVersion: NVML_ERROR_UNKNOWN")
+
+
+def test_a_failing_library_info_costs_only_the_info_series(scrape):
+    metrics = scrape(_opened(_BrokenLibraryInfo))
+    assert "krakenplug_backend_info" not in metrics
+    assert series(metrics, "krakenplug_collector_up")[0][1] == 1.0
+    assert len(metrics["krakenplug_device_util"]) == 4
 
 
 def test_health_follows_the_device(scrape, tmp_path):

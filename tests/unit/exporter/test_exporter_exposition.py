@@ -10,12 +10,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from exporter_helpers import RESOURCE, container, fake_backend, hub_for, pod, response
+from exporter_helpers import RESOURCE, VendorExtrasFake, container, fake_backend, hub_for, pod, response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_generate_latest
 
+from krakenplug.backends.base import LibraryInfo
 from krakenplug.exporter import attribution, build_registry, make_collector
 from krakenplug.exporter.collector import StaticPods, to_metric_families
 from krakenplug.exporter.exposition import TextRenderer
@@ -43,7 +44,8 @@ GOLDEN_PODS = response(
 def golden_collector(*, base_unit_metrics: bool = True):
     pods = attribution.PodAttribution(allocations=attribution.flatten(GOLDEN_PODS), up=True,
                                       last_success_unix=1700000000.0)
-    return make_collector(hub_for(fake_backend()), node_name="golden-node", pods=StaticPods(pods),
+    hub = hub_for(fake_backend(cls=VendorExtrasFake))  # every optional family shows up in the golden file
+    return make_collector(hub, node_name="golden-node", pods=StaticPods(pods),
                           base_unit_metrics=base_unit_metrics, version="0.0.0-golden", python_version="3.11.0")
 
 
@@ -116,6 +118,21 @@ def test_the_renderer_forgets_departed_series(collector, fmt):
     kept = [Family(f.name, f.documentation, f.labelnames, f.samples[:1]) for f in families]
     assert renderer.render(kept) == _reference(kept, fmt)
     assert renderer.render(families) == _reference(families, fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_renderer_follows_a_change_of_backend_info(fmt):
+    backend = fake_backend(cls=VendorExtrasFake)
+    made = make_collector(hub_for(backend), node_name="n")
+    try:
+        renderer = TextRenderer(openmetrics=fmt == "openmetrics")
+        renderer.render(made.scrape())
+        backend.library = LibraryInfo(library=None, api="none", path="sysfs", reason="library gone")
+        families = made.scrape()
+        assert b'vendor_path="sysfs",vendor_reason="library gone"' in renderer.render(families)
+        assert renderer.render(families) == _reference(families, fmt)
+    finally:
+        made.close()
 
 
 _LABEL_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | \
