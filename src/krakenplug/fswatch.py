@@ -90,7 +90,7 @@ class DirectoryWatch:
     # -- inotify ---------------------------------------------------------------------------------
     def _try_inotify(self) -> None:
         try:
-            import inotify_simple  # lazy: a ctypes import the one-shot commands never need
+            import inotify_simple  # type: ignore[import-untyped]  # lazy: one-shot commands never need it
 
             watch = inotify_simple.INotify()
         except (ImportError, OSError) as err:

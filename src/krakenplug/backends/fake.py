@@ -334,14 +334,14 @@ def _cut(value: object) -> str:
     return text if len(text) <= _SHOWN_CHARACTERS else f"{text[:_SHOWN_CHARACTERS]}... ({len(text)} characters)"
 
 
-def _dotted(loc: tuple) -> str:
+def _dotted(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
 
-def _line_of(node: yaml.Node | None, loc: tuple) -> str:
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> str:
     """The 1-based line of the deepest YAML node on ``loc``, as ' line N'."""
     line = None
     for part in loc:

@@ -146,9 +146,9 @@ class _StatusFromErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, _traceback: Any) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, _traceback: Any) -> None:
         if err is None or not isinstance(err, Exception):
-            return False
+            return
         resource = self._feed.inventory.resource
         if isinstance(err, errors.KrakenplugError):
             code = next(code for kind_, code in _STATUS if isinstance(err, kind_))
@@ -157,4 +157,3 @@ class _StatusFromErrors:
         logger.error("%s for %s failed unexpectedly", self._method, resource, exc_info=err)
         self._context.abort(grpc.StatusCode.INTERNAL,
                             f"{self._method} for {resource} failed: {type(err).__name__}: {err}")
-        return False  # abort() raised already; never reached

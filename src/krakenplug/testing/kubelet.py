@@ -371,7 +371,7 @@ class _Registration(dp_grpc.RegistrationServicer):
     def __init__(self, simulator: KubeletSimulator) -> None:
         self._simulator = simulator
 
-    def Register(self, request, context):
+    def Register(self, request: dp_pb2.RegisterRequest, context: grpc.ServicerContext) -> dp_pb2.Empty:
         return self._simulator._register(request, context)
 
 
