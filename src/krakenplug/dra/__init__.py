@@ -55,8 +55,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                  max_per_slice=config.max_devices_per_slice,
                                  share_step_mb=config.share_memory_step_mb)
 
-    def current_devices() -> Mapping[str, base.Device]:
-        return {names.dns_label(device.id): device for device in hub.snapshot().devices}
+    def current_devices() -> Mapping[str, Sequence[base.Device]]:
+        return slices.members(hub.snapshot().devices)
 
     preparer = Preparer(api=api, backend=backend, devices=current_devices, driver=driver, node=node,
                         cdi_dir=settings.cdi_dir, checkpoint=Checkpoint(plugin_dir / "checkpoint.json"))
@@ -65,6 +65,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         logger.info("removed %d CDI spec(s) of claims no longer prepared", swept)
     dra_servicer = service.DraServicer(preparer)
     health = service.HealthServicer(hub, pool=node, name_of=lambda device: names.dns_label(device.id),
+                                    devices_of=slices.published,
                                     timeout_seconds=config.health_timeout_seconds, stop=stop)
 
     def add_dra(grpc_server: grpc.Server) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,9 +42,11 @@ class ClaimRef:
 
 
 class Preparer:
-    """Prepares claims for ``driver`` on ``node``; ``devices()`` maps published device names to devices."""
+    """Prepares claims for ``driver`` on ``node``; ``devices()`` maps published device names to the backend
+    devices a claim on them gets (one, or all partitions of a whole partitionable device)."""
 
-    def __init__(self, *, api: ClaimReader, backend: base.Backend, devices: Callable[[], Mapping[str, base.Device]],
+    def __init__(self, *, api: ClaimReader, backend: base.Backend,
+                 devices: Callable[[], Mapping[str, Sequence[base.Device]]],
                  driver: str, node: str, cdi_dir: Path, checkpoint: Checkpoint) -> None:
         self._api = api
         self._backend = backend
@@ -86,14 +88,15 @@ class Preparer:
         by_request: dict[str, list[base.Device]] = {}
         limits: dict[str, list[str]] = {}  # request -> memory share per device, where shared
         for allocated in allocation.devices:
-            device = current.get(allocated.device)
-            if device is None:
+            found = current.get(allocated.device)
+            if not found:
                 raise ClaimError(f"claim {who}: device {allocated.device!r} (request {allocated.request!r}) is not "
                                  f"a device of driver {self._driver} on this node (any more)")
-            if not device.healthy:
-                logger.warning("claim %s: device %s is %s (%s); preparing it anyway, the claim tolerates the taint",
-                               who, allocated.device, device.health.value, device.health_reason or "no reason")
-            by_request.setdefault(allocated.request, []).append(device)
+            for device in found:
+                if not device.healthy:
+                    logger.warning("claim %s: device %s is %s (%s); preparing it anyway, the claim tolerates the "
+                                   "taint", who, device.id, device.health.value, device.health_reason or "no reason")
+            by_request.setdefault(allocated.request, []).extend(found)
             if allocated.memory_mb is not None:
                 limits.setdefault(allocated.request, []).append(str(allocated.memory_mb))
         edits: dict[str, dict[str, Any]] = {}

@@ -146,8 +146,12 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
     """Streams every device's health at once, on every snapshot change, and again well within the timeout."""
 
     def __init__(self, hub: DeviceHub, *, pool: str, name_of: Callable[[base.Device], str], timeout_seconds: int,
-                 stop: threading.Event, on_sent: Callable[[Snapshot], None] = lambda snapshot: None) -> None:
+                 stop: threading.Event, on_sent: Callable[[Snapshot], None] = lambda snapshot: None,
+                 devices_of: Callable[[Sequence[base.Device]], Sequence[base.Device]] = lambda devices: devices,
+                 ) -> None:
+        """``devices_of`` turns a snapshot's devices into the published ones (whole partitionable devices)."""
         self._hub = hub
+        self._devices_of = devices_of
         self._pool = pool
         self._name_of = name_of
         self._timeout = timeout_seconds
@@ -162,7 +166,7 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
             snapshot = self._hub.wait_for_change(version, _WAKE_SECONDS)
             if snapshot.version == version and time.monotonic() - sent_at < resend:
                 continue
-            yield health_response(snapshot.devices, pool=self._pool, name_of=self._name_of,
+            yield health_response(self._devices_of(snapshot.devices), pool=self._pool, name_of=self._name_of,
                                   timeout_seconds=self._timeout, now=time.time())
             version, sent_at = snapshot.version, time.monotonic()
             self._on_sent(snapshot)

@@ -6,6 +6,13 @@ capacity ``krakenplug.pcl.ac.cn/memory``. An Unhealthy device keeps its entry an
 so the scheduler stops placing new claims on it while running ones stay. Limits are the API server's:
 128 devices per slice (64 once a slice uses taints or multiple allocations), 32 attributes and capacities per device, string
 values up to 64 characters.
+
+Partitionable devices (KEP-4815, resource.k8s.io/v1 ``sharedCounters``): the partitions a backend reports
+with a parent (MIG devices of a GPU, SR-IOV VFs of a PF) share one counter set per parent, published in a
+slice of its own (v1 allows ``sharedCounters`` or ``devices`` in one slice, never both; at most 8 sets per
+slice). Each partition consumes its share; the parent is published as a device of its own (allocating it
+hands out all its partitions) that consumes every counter, so the whole device and its partitions are
+never both allocated.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ UNHEALTHY_TAINT = f"{names.DOMAIN}/unhealthy"
 MAX_DEVICES = 128
 MAX_DEVICES_WITH_TAINTS = 64
 MAX_ATTRIBUTES = 32
+MAX_COUNTER_SETS = 8
 MAX_STRING = 64
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -117,27 +125,93 @@ def device_entry(device: base.Device, *, driver_version: str | None, pcie_root: 
     return entry
 
 
+def counter_set_name(parent_id: str) -> str:
+    """The counter set of one partitionable device, a DNS label."""
+    return names.dns_label(f"{parent_id}-counters")
+
+
+def _counters(pairs: Sequence[tuple[str, int]]) -> Json:
+    """Counters as the API has them; memory (MB) as a binary quantity, the form the API server keeps."""
+    return {name: {"value": quantity_mb(amount) if name == base.COUNTER_MEMORY_MB else str(amount)}
+            for name, amount in pairs}
+
+
+def whole_devices(devices: Sequence[base.Device]) -> list[base.Device]:
+    """The physical devices whose partitions are in ``devices`` and which are not listed themselves, as
+    devices; one is healthy when all its partitions are."""
+    listed = {device.id for device in devices}
+    groups: dict[str, list[base.Device]] = {}
+    for device in devices:
+        if device.parent is not None and device.parent.id not in listed:
+            groups.setdefault(device.parent.id, []).append(device)
+    wholes = []
+    for parts in groups.values():
+        parent, first = parts[0].parent, parts[0]
+        assert parent is not None
+        sick = next((part for part in parts if not part.healthy), None)
+        wholes.append(base.Device(
+            id=parent.id, index=parent.index, vendor=first.vendor, model=parent.model,
+            memory_total_mb=parent.memory_total_mb, resource=first.resource, numa_node=first.numa_node,
+            health=sick.health if sick else base.Health.HEALTHY,
+            health_reason=f"partition {sick.id}: {sick.health_reason}" if sick else "",
+            pci_bus_id=parent.pci_bus_id, uuid=parent.id,
+            device_nodes=tuple(dict.fromkeys(node for part in parts for node in part.device_nodes))))
+    return wholes
+
+
+def published(devices: Sequence[base.Device]) -> list[base.Device]:
+    """Every device the slices list: the backend's and the synthesised whole partitionable devices."""
+    return [*devices, *whole_devices(devices)]
+
+
+def members(devices: Sequence[base.Device]) -> dict[str, tuple[base.Device, ...]]:
+    """Published device name -> the backend devices a claim on it gets (a whole device: all its partitions)."""
+    found: dict[str, tuple[base.Device, ...]] = {names.dns_label(device.id): (device,) for device in devices}
+    for whole in whole_devices(devices):
+        found[names.dns_label(whole.id)] = tuple(d for d in devices if d.parent is not None and d.parent.id == whole.id)
+    return found
+
+
 def build_pool(devices: Sequence[base.Device], *, driver: str, node: str, generation: int,
                driver_version: str | None = None, pcie_root: Callable[[str], str | None] = lambda bus: None,
                max_per_slice: int = MAX_DEVICES, share_step_mb: int = 0) -> Pool:
     """The slices for ``devices``; a node without devices still publishes one empty slice (pool is known)."""
-    entries = [device_entry(device, driver_version=driver_version,
-                            pcie_root=pcie_root(device.pci_bus_id) if device.pci_bus_id else None,
-                            share_step_mb=share_step_mb)
-               for device in sorted(devices, key=lambda d: (d.index, d.id))]
+    parents = {device.parent.id: device.parent for device in devices if device.parent is not None}
+    entries = []
+    for device in sorted(published(devices), key=lambda d: (d.index, d.id)):
+        counted = device.parent is not None or device.id in parents
+        entry = device_entry(device, driver_version=driver_version,
+                             pcie_root=pcie_root(device.pci_bus_id) if device.pci_bus_id else None,
+                             share_step_mb=0 if counted else share_step_mb)  # no sharing of partitionable devices
+        if device.parent is not None:
+            entry["attributes"][f"{names.DOMAIN}/parent"] = _string(names.dns_label(device.parent.id))
+            entry["consumesCounters"] = [{"counterSet": counter_set_name(device.parent.id),
+                                          "counters": _counters(device.consumes)}]
+        elif device.id in parents:  # the whole device takes every counter of its set
+            entry["consumesCounters"] = [{"counterSet": counter_set_name(device.id),
+                                          "counters": _counters(parents[device.id].counters)}]
+        entries.append(entry)
     limit = min(max_per_slice, MAX_DEVICES)
-    if any("taints" in entry or entry.get("allowMultipleAllocations") for entry in entries):
+    if any("taints" in entry or entry.get("allowMultipleAllocations") or "consumesCounters" in entry
+           for entry in entries):
         limit = min(limit, MAX_DEVICES_WITH_TAINTS)
     chunks = [entries[start:start + limit] for start in range(0, len(entries), limit)] or [[]]
-    specs = tuple({"driver": driver, "nodeName": node,
-                   "pool": {"name": node, "generation": generation, "resourceSliceCount": len(chunks)},
-                   "devices": chunk} for chunk in chunks)
+    counter_sets = [{"name": counter_set_name(parent_id), "counters": _counters(parent.counters)}
+                    for parent_id, parent in sorted(parents.items())]
+    set_chunks = [counter_sets[start:start + MAX_COUNTER_SETS]
+                  for start in range(0, len(counter_sets), MAX_COUNTER_SETS)]
+    total = len(set_chunks) + len(chunks)
+    pool = {"name": node, "generation": generation, "resourceSliceCount": total}
+    specs = tuple([{"driver": driver, "nodeName": node, "pool": dict(pool), "sharedCounters": sets}
+                   for sets in set_chunks]
+                  + [{"driver": driver, "nodeName": node, "pool": dict(pool), "devices": chunk} for chunk in chunks])
     return Pool(driver=driver, node=node, generation=generation, slices=specs)
 
 
 def without_generation(spec: Mapping[str, Any]) -> Json:
     """A spec as compared for changes: generation aside, and the server's defaults on taints dropped."""
-    copy: Json = {key: value for key, value in spec.items() if key in ("driver", "nodeName", "pool", "devices")}
+    copy: Json = {key: value for key, value in spec.items()
+                  if key in ("driver", "nodeName", "pool", "devices", "sharedCounters")}
     pool = dict(copy.get("pool") or {})
     pool.pop("generation", None)
     copy["pool"] = pool

@@ -10,11 +10,15 @@ driver depends on them:
   driver and pool names, DNS-label device names, unique device names, at most 128 devices per slice
   (64 once a device has taints), at most 32 attributes and capacities per device, qualified names
   (domain <= 63, id <= 32), string and version values <= 64 characters, version values semver, taint
-  effects; a violation answers 422 with a ``Status`` naming the field;
+  effects, shared counters (``sharedCounters`` or ``devices`` in one slice, at most 8 counter sets, 1 to 32
+  counters each, DNS-label names; ``consumesCounters`` at most 2 per device, one per counter set, and 64
+  devices per slice once one consumes counters); a violation answers 422 with a ``Status`` naming the field;
 * what the server fills in: ``resourceVersion``, ``uid``, ``timeAdded`` of taints, and quantities in
   their canonical form (``81920Mi`` comes back as ``80Gi``);
 * ``resourceclaims``: get, from claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
-  devices that allow multiple allocations by their memory capacity) put there.
+  devices that allow multiple allocations by their memory capacity, and, like the scheduler, refuses a pool
+  whose devices consume counters it does not define and never lets allocated devices consume more of a
+  counter than the pool has) put there.
 
 Every request is recorded; faults (a status, for the next requests of a method) can be queued.
 """
@@ -47,6 +51,9 @@ _BINARY = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "P
 MAX_DEVICES = 128
 MAX_DEVICES_WITH_TAINTS = 64
 MAX_ATTRIBUTES = 32
+MAX_COUNTER_SETS = 8
+MAX_COUNTERS = 32
+MAX_CONSUMPTIONS = 2
 
 
 def _subdomain(name: Any) -> bool:
@@ -86,8 +93,12 @@ def slice_problems(obj: Any) -> list[str]:
         problems.append("spec.pool.generation: must be a non-negative integer")
     if not isinstance(pool.get("resourceSliceCount"), int) or pool["resourceSliceCount"] < 1:
         problems.append("spec.pool.resourceSliceCount: must be at least 1")
+    if "sharedCounters" in spec and "devices" in spec:
+        problems.append("spec: only one of `sharedCounters` or `devices` is allowed")
+    problems.extend(_counter_set_problems(spec.get("sharedCounters") or []))
     devices = spec.get("devices") or []
     limit = MAX_DEVICES_WITH_TAINTS if any(d.get("taints") or d.get("allowMultipleAllocations")
+                                           or d.get("consumesCounters")
                                            for d in devices if isinstance(d, dict)) else MAX_DEVICES
     if len(devices) > limit:
         problems.append(f"spec.devices: {len(devices)} devices, at most {limit} allowed")
@@ -95,6 +106,83 @@ def slice_problems(obj: Any) -> list[str]:
     for position, device in enumerate(devices):
         problems.extend(_device_problems(device, f"spec.devices[{position}]", seen))
     return problems
+
+
+def _counters_problems(counters: Any, where: str) -> list[str]:
+    """A counters map: 1 to 32 entries, DNS-label names, quantity values."""
+    if not isinstance(counters, dict) or not counters:
+        return [f"{where}: required"]
+    problems = [f"{where}: {len(counters)} counters, at most {MAX_COUNTERS}"] if len(counters) > MAX_COUNTERS else []
+    for key, value in counters.items():
+        if not isinstance(key, str) or len(key) > 63 or not _LABEL.match(key):
+            problems.append(f"{where}[{key}]: must be a DNS label")
+        if not isinstance((value or {}).get("value"), str) or not _QUANTITY.match(value["value"]):
+            problems.append(f"{where}[{key}].value: must be a quantity")
+    return problems
+
+
+def _counter_set_problems(sets: Any) -> list[str]:
+    if not isinstance(sets, list):
+        return ["spec.sharedCounters: must be a list"]
+    problems = [f"spec.sharedCounters: {len(sets)} counter sets, at most {MAX_COUNTER_SETS}"] \
+        if len(sets) > MAX_COUNTER_SETS else []
+    seen: set[str] = set()
+    for position, counter_set in enumerate(sets):
+        where = f"spec.sharedCounters[{position}]"
+        name = (counter_set or {}).get("name") if isinstance(counter_set, dict) else None
+        if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
+            problems.append(f"{where}.name: {name!r} must be a DNS label")
+        elif name in seen:
+            problems.append(f"{where}.name: duplicate {name!r}")
+        else:
+            seen.add(name)
+        problems.extend(_counters_problems((counter_set or {}).get("counters") if isinstance(counter_set, dict)
+                                           else None, f"{where}.counters"))
+    return problems
+
+
+def _consumption_problems(consumptions: Any, where: str) -> list[str]:
+    if not isinstance(consumptions, list):
+        return [f"{where}: must be a list"]
+    problems = [f"{where}: {len(consumptions)} entries, at most {MAX_CONSUMPTIONS}"] \
+        if len(consumptions) > MAX_CONSUMPTIONS else []
+    seen: set[str] = set()
+    for position, consumption in enumerate(consumptions):
+        entry = consumption if isinstance(consumption, dict) else {}
+        name = entry.get("counterSet")
+        if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
+            problems.append(f"{where}[{position}].counterSet: {name!r} must be a DNS label")
+        elif name in seen:
+            problems.append(f"{where}[{position}].counterSet: duplicate {name!r}")
+        else:
+            seen.add(name)
+        problems.extend(_counters_problems(entry.get("counters"), f"{where}[{position}].counters"))
+    return problems
+
+
+def pool_counter_problems(slices: Iterable[Json]) -> list[str]:
+    """What makes a pool unusable to the scheduler: a device consuming a counter set or counter the pool's
+    slices do not define (the API server cannot see across slices; the scheduler refuses such a pool)."""
+    sets = counter_sets(slices := list(slices))
+    problems = []
+    for item in slices:
+        for device in item["spec"].get("devices") or []:
+            for consumption in device.get("consumesCounters") or []:
+                known = sets.get(consumption.get("counterSet"))
+                if known is None:
+                    problems.append(f"device {device['name']}: counter set {consumption.get('counterSet')!r} "
+                                    "is not in the pool")
+                    continue
+                problems.extend(f"device {device['name']}: counter {name!r} is not in set "
+                                f"{consumption['counterSet']!r}" for name in consumption.get("counters") or {}
+                                if name not in known)
+    return problems
+
+
+def counter_sets(slices: Iterable[Json]) -> dict[str, dict[str, int]]:
+    """Counter set name -> counter -> amount, over the pool's slices."""
+    return {counter_set["name"]: {name: _bytes(value["value"]) or 0 for name, value in counter_set["counters"].items()}
+            for item in slices for counter_set in item["spec"].get("sharedCounters") or []}
 
 
 def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
@@ -134,6 +222,8 @@ def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
             problems.extend(_policy_problems(policy, value["value"], f"{where}.capacity[{key}].requestPolicy"))
             if not device.get("allowMultipleAllocations"):
                 problems.append(f"{where}.capacity[{key}].requestPolicy: only with allowMultipleAllocations")
+    if "consumesCounters" in device:
+        problems.extend(_consumption_problems(device["consumesCounters"], f"{where}.consumesCounters"))
     for position, taint in enumerate(device.get("taints") or []):
         if taint.get("effect") not in ("NoSchedule", "NoExecute"):
             problems.append(f"{where}.taints[{position}].effect: {taint.get('effect')!r} must be NoSchedule or NoExecute")
@@ -230,7 +320,8 @@ class ResourceApiServer:
 
     def devices(self, *, driver: str | None = None) -> dict[str, Json]:
         """Every published device by name."""
-        return {device["name"]: device for item in self.slices(driver=driver) for device in item["spec"]["devices"]}
+        return {device["name"]: device for item in self.slices(driver=driver)
+                for device in item["spec"].get("devices") or []}
 
     def put_slice(self, obj: Json) -> None:
         """Somebody else's slice (another agent's, a stale one)."""
@@ -295,6 +386,27 @@ class ResourceApiServer:
         wanted = _bytes(memory) if memory else None
         excluded = set(exclude)
 
+        pool = [item for item in self.slices(driver=driver) if item["spec"]["pool"]["name"] == node]
+        invalid = pool_counter_problems(pool)
+        if invalid:
+            raise LookupError(f"pool {node} of {driver} is invalid: " + "; ".join(invalid))
+        left = counter_sets(pool)  # what allocated devices have not consumed yet
+        published = self.devices(driver=driver)
+        for device_name in held:
+            for consumption in (published.get(device_name) or {}).get("consumesCounters") or []:
+                for counter, value in consumption["counters"].items():
+                    left[consumption["counterSet"]][counter] -= _bytes(value["value"]) or 0
+
+        def counters_fit(device: Json, chosen: list[Json]) -> bool:
+            for consumption in [c for d in (*chosen, device) for c in d.get("consumesCounters") or []]:
+                for counter, value in consumption["counters"].items():
+                    need = sum(_bytes(c["counters"][counter]["value"]) or 0 for d in (*chosen, device)
+                               for c in d.get("consumesCounters") or []
+                               if c["counterSet"] == consumption["counterSet"] and counter in c["counters"])
+                    if need > left[consumption["counterSet"]][counter]:
+                        return False
+            return True
+
         def fits(device: Json) -> bool:
             if device["name"] in excluded or device.get("taints") or not pick(device):
                 return False
@@ -306,11 +418,14 @@ class ResourceApiServer:
             return bool(device.get("allowMultipleAllocations")) and None not in holders and \
                 sum(h or 0 for h in holders) + wanted <= total
 
-        free = [device for _, device in sorted(self.devices(driver=driver).items()) if fits(device)]
+        free: list[Json] = []
+        for _, device in sorted(published.items()):
+            if len(free) < count and fits(device) and counters_fit(device, free):
+                free.append(device)
         if len(free) < count:
             raise LookupError(f"only {len(free)} free devices of {driver} match, {count} requested")
         results = [{"request": request, "driver": driver, "pool": node, "device": device["name"]}
-                   for device in free[:count]]
+                   for device in free]
         if memory:
             for result in results:
                 result.update(shareID=str(uuid.uuid4()), consumedCapacity={"krakenplug.pcl.ac.cn/memory": memory})
@@ -410,6 +525,12 @@ class ResourceApiServer:
                 taint.setdefault("timeAdded", "2026-01-01T00:00:00Z")
             for capacity in (device.get("capacity") or {}).values():
                 capacity["value"] = canonical_quantity(capacity["value"])
+            for consumption in device.get("consumesCounters") or []:
+                for counter in consumption["counters"].values():
+                    counter["value"] = canonical_quantity(counter["value"])
+        for counter_set in stored["spec"].get("sharedCounters") or []:
+            for counter in counter_set["counters"].values():
+                counter["value"] = canonical_quantity(counter["value"])
         self._slices[name] = stored
         self._lock.notify_all()
         return (201 if create else 200), copy.deepcopy(stored)
