@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kubelet PodResources socket (default: %s)" % _default("exporter.pod_resources_socket"))
     run.add_argument("--metrics-address", metavar="HOST:PORT",
                      help="exporter listen address (default: %s)" % _default("exporter.address"))
+    run.add_argument("--web-config-file", metavar="FILE",
+                     help="exporter web config (TLS, basic auth), as Prometheus exporters' --web.config.file "
+                          "(exporter.web_config_file; default: plain HTTP)")
     run.add_argument("--replicas", type=int,
                      help="time-slicing replicas per device (default: %s)" % _default("plugin.replicas"))
     run.add_argument("--sriov-num-vfs", type=int, help="SR-IOV VFs per device for backends that support it")
@@ -132,7 +135,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "plugin": {"device_plugin_dir": get("device_plugin_dir"), "replicas": get("replicas"),
                    "enabled": get("plugin")},
         "exporter": {"address": get("metrics_address"), "pod_resources_socket": get("pod_resources_socket"),
-                     "enabled": get("exporter")},
+                     "web_config_file": get("web_config_file"), "enabled": get("exporter")},
         "discovery": {"enabled": get("discovery"), "kubeconfig": get("kubeconfig")},
         "dra": {"allocation_mode": get("allocation_mode"), "kubeconfig": get("kubeconfig")},
         "backends": {},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -19,14 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from httpcheck import free_port
 
 WAIT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Prometheus:
@@ -53,7 +47,7 @@ class Prometheus:
 
 @pytest.fixture
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture
@@ -71,7 +65,7 @@ def start_prometheus(tmp_path: Path, metrics_port: int) -> Iterator[Callable[...
             "scrape_configs": [{"job_name": "krakenplug", **scrape_settings,
                                 "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
         }))
-        port, log_path = _free_port(), tmp_path / "prometheus.log"
+        port, log_path = free_port(), tmp_path / "prometheus.log"
         with open(log_path, "wb") as log:
             processes.append(subprocess.Popen(
                 [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",

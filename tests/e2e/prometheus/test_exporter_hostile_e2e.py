@@ -7,53 +7,23 @@ answered again, even after the connections closed) and SIGTERM then left the pro
 
 from __future__ import annotations
 
-import http.client
 import socket
 import time
 from collections.abc import Callable
 
 import pytest
+from httpcheck import free_port, status, wait_until_serving
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(port: int, path: str, timeout: float = 5.0) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        answer = connection.getresponse()
-        answer.read()
-        return answer.status
-    finally:
-        connection.close()
-
-
-def _wait_until_serving(port: int, agent, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert agent.running, agent.log()
-        try:
-            if _get(port, "/healthz", timeout=2) == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the exporter did not answer /healthz within {timeout} s:\n{agent.log()}")
 
 
 @pytest.fixture
 def exporter_agent(start_agent: Callable) -> Callable:
     def start(request_timeout: float = 1.0):
-        port = _free_port()
+        port = free_port()
         agent = start_agent("--no-plugin", "--exporter", "--metrics-address", f"127.0.0.1:{port}",
                             config={"exporter": {"request_timeout_seconds": request_timeout}})
-        _wait_until_serving(port, agent)
+        wait_until_serving(port, running=lambda: agent.running, log=agent.log)
         return port, agent
 
     return start
@@ -78,14 +48,14 @@ def test_idle_and_slow_connections_never_wedge_the_exporter(exporter_agent):
     port, agent = exporter_agent(request_timeout=1.0)
     clients = _hostile_clients(port)
     try:
-        assert _get(port, "/metrics") == 200
-        assert _get(port, "/healthz") == 200
+        assert status(port, "/metrics") == 200
+        assert status(port, "/healthz") == 200
         time.sleep(1.5)  # past the request deadline: the silent and slow clients have been dropped
-        assert _get(port, "/metrics") == 200
+        assert status(port, "/metrics") == 200
     finally:
         for client in clients:
             client.close()
-    assert _get(port, "/metrics") == 200 and _get(port, "/healthz") == 200
+    assert status(port, "/metrics") == 200 and status(port, "/healthz") == 200
     log = agent.log()
     assert "Traceback" not in log, log
     dropped = [line for line in log.splitlines() if "dropped client" in line]
@@ -97,12 +67,12 @@ def test_sigterm_stops_the_agent_promptly_whatever_clients_do(exporter_agent):
     clients = _hostile_clients(port)
     try:
         started = time.monotonic()
-        status = agent.terminate(timeout=10)
+        exit_status = agent.terminate(timeout=10)
         took = time.monotonic() - started
     finally:
         for client in clients:
             client.close()
-    assert status == 0, agent.log()
+    assert exit_status == 0, agent.log()
     # Interpreter start-up is not in it; the exporter itself stops within about 0.5 s (unit test).
     assert took < 3.0, f"the agent needed {took:.1f} s to stop:\n{agent.log()}"
     assert "krakenplug stopped" in agent.log() and "Traceback" not in agent.log()
@@ -114,9 +84,9 @@ def test_a_busy_port_is_one_line(start_agent):
         taken.listen()
         port = taken.getsockname()[1]
         agent = start_agent("--no-plugin", "--exporter", "--metrics-address", f"127.0.0.1:{port}")
-        status = agent.process.wait(timeout=30)
+        exit_status = agent.process.wait(timeout=30)
     log = agent.log()
-    assert status != 0
+    assert exit_status != 0
     assert [line for line in log.splitlines() if "address already in use" in line] == [
         next(line for line in log.splitlines() if f"exporter.address 127.0.0.1:{port}: cannot listen" in line)]
     assert "Traceback" not in log, log

@@ -46,8 +46,9 @@ def test_a_wrong_password_is_refused_and_the_target_is_down(tmp_path: Path, star
     web_config = tmp_path / "web-config.yml"
     web_config.write_text(yaml.safe_dump({
         "basic_auth_users": {"prometheus": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=6)).decode()}}))
+    # the command-line flag this time (the test above sets exporter.web_config_file in the config file)
     start_agent("--no-plugin", "--exporter", "--metrics-address", f"127.0.0.1:{metrics_port}",
-                config={"exporter": {"web_config_file": str(web_config)}})
+                "--web-config-file", str(web_config))
     prometheus = start_prometheus(basic_auth={"username": "prometheus", "password": "guess"})
     prometheus.wait_for('up{job="krakenplug"}', lambda r: bool(r) and r[0]["value"][1] == "0",
                         what="the target down with a wrong password")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from httpcheck import status
 
 from krakenplug.exporter.server import Limits, MetricsServer
 
@@ -37,17 +38,6 @@ def serve() -> Iterator:
     yield start
     for server in servers:
         server.stop()
-
-
-def _get(port: int, path: str = "/metrics", timeout: float = 5.0) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        answer = connection.getresponse()
-        answer.read()
-        return answer.status
-    finally:
-        connection.close()
 
 
 def _open(port: int, count: int, first_bytes: bytes = b"") -> list[socket.socket]:
@@ -85,12 +75,12 @@ def test_more_silent_connections_than_the_old_cap_do_not_wedge_anything(serve):
     port = serve()
     silent = _open(port, 40)  # the old server wedged for good at its 33rd connection
     try:
-        assert _get(port, "/metrics") == 200
-        assert _get(port, "/healthz") == 200
+        assert status(port, "/metrics") == 200
+        assert status(port, "/healthz") == 200
     finally:
         for sock in silent:
             sock.close()
-    assert _get(port) == 200
+    assert status(port) == 200
 
 
 def test_at_the_cap_an_idle_keep_alive_connection_makes_room(serve, caplog):
@@ -103,7 +93,7 @@ def test_at_the_cap_an_idle_keep_alive_connection_makes_room(serve, caplog):
         idle.append(connection)
     try:
         with caplog.at_level(logging.WARNING, logger="krakenplug.exporter.server"):
-            assert _get(port) == 200
+            assert status(port) == 200
         assert any("to make room" in record.getMessage() for record in caplog.records)
     finally:
         for connection in idle:
@@ -125,7 +115,7 @@ def test_at_the_cap_of_silent_clients_the_cap_frees_itself(serve):
 
 def _get_quietly(port: int) -> int | None:
     try:
-        return _get(port, timeout=2)
+        return status(port, timeout=2)
     except (OSError, http.client.HTTPException):
         return None
 
@@ -148,7 +138,7 @@ def test_a_slow_client_is_dropped_in_one_line_while_others_are_served(serve, cap
     with caplog.at_level(logging.DEBUG, logger="krakenplug.exporter"):
         trickler.start()
         try:
-            assert _get(port) == 200  # others are served meanwhile
+            assert status(port) == 200  # others are served meanwhile
             assert _closed_by_server(slow, within=5)
         finally:
             stop.set()
@@ -168,7 +158,7 @@ def test_a_client_that_disconnects_mid_request_costs_no_traceback(serve, caplog,
         for sock in _open(port, 5, partial):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             sock.close()  # with linger 0: a reset, the rudest way to leave
-        assert _get(port) == 200
+        assert status(port) == 200
         time.sleep(0.3)
     assert all(record.exc_info is None for record in caplog.records)
     assert not [r for r in caplog.records if "Traceback" in r.getMessage()]

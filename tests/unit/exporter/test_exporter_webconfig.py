@@ -20,8 +20,9 @@ import pytest
 import yaml
 from certificates import make_pki
 from exporter_helpers import write_devices
+from httpcheck import get
 
-from krakenplug import errors, exporter, settings
+from krakenplug import cli, errors, exporter, settings
 from krakenplug.backends.fake import FakeBackend, FakeOptions
 from krakenplug.exporter import webconfig
 from krakenplug.hub import DeviceHub
@@ -79,23 +80,6 @@ def _client_context(pki: Path, *, cert: str | None = None) -> ssl.SSLContext:
     return context
 
 
-def _get(port: int, path: str = "/metrics", *, context: ssl.SSLContext | None = None,
-         auth: tuple[str, str] | None = None) -> tuple[int, dict, bytes]:
-    if context is None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    else:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
-    headers = {}
-    if auth:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    try:
-        connection.request("GET", path, headers=headers)
-        answer = connection.getresponse()
-        return answer.status, dict(answer.getheaders()), answer.read()
-    finally:
-        connection.close()
-
-
 def _hash(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
@@ -103,12 +87,12 @@ def _hash(password: str) -> str:
 def test_tls_serves_metrics_and_plain_http_is_dropped_in_one_line(pki, run_with, tmp_path, caplog):
     port = run_with(_web_config(tmp_path, tls_server_config={
         "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key")}))
-    status, headers, body = _get(port, context=_client_context(pki))
+    status, headers, body = get(port, context=_client_context(pki))
     assert status == 200 and b"krakenplug_device_util{" in body
     with caplog.at_level(logging.INFO, logger="krakenplug.exporter"):
         with pytest.raises((http.client.HTTPException, OSError)):
-            _get(port)  # plain HTTP to the TLS port
-        assert _get(port, context=_client_context(pki))[0] == 200  # and the server still serves
+            get(port)  # plain HTTP to the TLS port
+        assert get(port, context=_client_context(pki))[0] == 200  # and the server still serves
     dropped = [r for r in caplog.records if "dropped client" in r.getMessage()]
     assert len(dropped) == 1 and "TLS handshake failed" in dropped[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records)
@@ -118,7 +102,7 @@ def test_a_silent_client_cannot_hold_the_tls_handshake(pki, run_with, tmp_path):
     port = run_with(_web_config(tmp_path, tls_server_config={
         "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key")}))
     with socket.create_connection(("127.0.0.1", port)):  # connects, never says hello
-        assert _get(port, context=_client_context(pki))[0] == 200
+        assert get(port, context=_client_context(pki))[0] == 200
 
 
 def test_client_certificates_are_required_and_verified(pki, run_with, tmp_path):
@@ -127,23 +111,23 @@ def test_client_certificates_are_required_and_verified(pki, run_with, tmp_path):
     port = run_with(_web_config(tmp_path, tls_server_config={
         "cert_file": "server.crt", "key_file": "server.key",  # relative to the config file, as exporter-toolkit
         "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": "ca.crt"}))
-    assert _get(port, context=_client_context(pki, cert="client"))[0] == 200
+    assert get(port, context=_client_context(pki, cert="client"))[0] == 200
     for refused in (None, "stranger"):
         with pytest.raises((ssl.SSLError, OSError)):
-            _get(port, context=_client_context(pki, cert=refused))
+            get(port, context=_client_context(pki, cert=refused))
 
 
 def test_basic_auth_guards_everything_but_healthz(run_with, tmp_path):
     port = run_with(_web_config(tmp_path, basic_auth_users={"prometheus": _hash(PASSWORD)},
                                 http_server_config={"headers": {"X-Frame-Options": "deny"}}))
-    status, headers, _ = _get(port)
+    status, headers, _ = get(port)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
-    assert _get(port, auth=("prometheus", "wrong"))[0] == 401
-    assert _get(port, auth=("nobody", PASSWORD))[0] == 401
-    assert _get(port, "/", auth=("nobody", PASSWORD))[0] == 401
-    status, headers, body = _get(port, auth=("prometheus", PASSWORD))
+    assert get(port, auth=("prometheus", "wrong"))[0] == 401
+    assert get(port, auth=("nobody", PASSWORD))[0] == 401
+    assert get(port, "/", auth=("nobody", PASSWORD))[0] == 401
+    status, headers, body = get(port, auth=("prometheus", PASSWORD))
     assert status == 200 and b"krakenplug_device_util{" in body and headers["X-Frame-Options"] == "deny"
-    assert _get(port, "/healthz")[0] == 200  # the kubelet's probe carries no password
+    assert get(port, "/healthz")[0] == 200  # the kubelet's probe carries no password
 
 
 def test_a_matching_password_is_checked_with_bcrypt_once():
@@ -214,3 +198,21 @@ def test_verify_if_given_needs_a_ca(pki, tmp_path):
     with pytest.raises(errors.ConfigError, match="client_ca_file is required with client_auth_type "
                                                  "VerifyClientCertIfGiven"):
         webconfig.load(path)
+
+
+def test_the_web_config_file_flag_of_krakenplug_run(tmp_path, clean_env):
+    flag = _web_config(tmp_path, basic_auth_users={"prometheus": _hash(PASSWORD)})
+    args = cli.build_parser().parse_args(["run", "--backend", "fake", "--web-config-file", str(flag)])
+    assert cli.load_settings(args).exporter.web_config_file == flag
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"version": "v1", "exporter": {"web_config_file": "/etc/elsewhere.yml"}}))
+    args = cli.build_parser().parse_args(["run", "--config", str(config), "--web-config-file", str(flag)])
+    assert cli.load_settings(args).exporter.web_config_file == flag  # the flag wins over the config file
+    args = cli.build_parser().parse_args(["run", "--config", str(config)])
+    assert cli.load_settings(args).exporter.web_config_file == Path("/etc/elsewhere.yml")
+
+
+def test_krakenplug_run_help_shows_the_web_config_file_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "--help"])
+    assert "--web-config-file FILE" in capsys.readouterr().out
