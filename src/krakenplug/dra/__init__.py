@@ -48,8 +48,9 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     backend = hub.backend
     driver_version = backend.driver_version()
 
-    def build(devices: Sequence[base.Device], generation: int) -> slices.Pool:
+    def build(devices: Sequence[base.Device], generation: int, partitionable: bool) -> slices.Pool:
         return slices.build_pool(devices, driver=driver, node=node, generation=generation,
+                                 partitionable=partitionable,
                                  driver_version=driver_version,
                                  pcie_root=lambda bus: topology.pcie_root(config.sysfs_root, bus),
                                  max_per_slice=config.max_devices_per_slice,

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 _WAKE_SECONDS = 0.5  # how long a wait may hide ``stop``
-PoolBuilder = Callable[[Sequence[base.Device], int], slices_mod.Pool]
+PoolBuilder = Callable[[Sequence[base.Device], int, bool], slices_mod.Pool]  # devices, generation, partitionable
 
 
 class SlicePublisher:
@@ -40,6 +40,10 @@ class SlicePublisher:
         self._known = False  # the server's state was listed since the last failure
         self._log = TransitionLog(logger)
         self.writes = 0
+        # Shared counters are published until the API server drops them (DRAPartitionableDevices off, as
+        # before Kubernetes 1.36): then whole partitionable devices are left out, so none is handed out
+        # together with one of its partitions.
+        self.partitionable = True
 
     @property
     def generation(self) -> int:
@@ -67,11 +71,13 @@ class SlicePublisher:
         self._known = True
 
     def _apply(self, devices: Sequence[base.Device]) -> bool:
-        wanted = {obj["metadata"]["name"]: obj for obj in self._build(devices, self._generation).objects()}
+        wanted = {obj["metadata"]["name"]: obj
+                  for obj in self._build(devices, self._generation, self.partitionable).objects()}
         if self._matches(wanted):
             return False
         self._generation += 1
-        wanted = {obj["metadata"]["name"]: obj for obj in self._build(devices, self._generation).objects()}
+        wanted = {obj["metadata"]["name"]: obj
+                  for obj in self._build(devices, self._generation, self.partitionable).objects()}
         # Create or update first, delete last: the pool is never shown smaller than it is.
         for name, obj in wanted.items():
             current = self._published.get(name)
@@ -87,6 +93,13 @@ class SlicePublisher:
             self.writes += 1
         logger.info("published %d ResourceSlice(s) of driver %s for node %s at generation %d (%d devices)",
                     len(wanted), self._driver, self._node, self._generation, len(devices))
+        if self.partitionable and any(_counters_dropped(obj["spec"], self._published[name].get("spec") or {})
+                                      for name, obj in wanted.items()):
+            self.partitionable = False
+            logger.error("the API server dropped the shared counters of driver %s's ResourceSlices "
+                         "(feature gate DRAPartitionableDevices off, default before Kubernetes 1.36): whole "
+                         "partitionable devices are no longer published, only their partitions", self._driver)
+            self._apply(devices)
         return True
 
     def _matches(self, wanted: dict[str, Json]) -> bool:
@@ -145,3 +158,12 @@ def run_publisher(publisher: SlicePublisher, snapshots: Callable[[int, float], A
         version = snapshot.version
         next_resync = time.monotonic() + resync_seconds
         on_published(version)
+
+
+def _counters_dropped(sent: Json, stored: Json) -> bool:
+    """Whether the server kept less of the shared counters than was sent (a disabled feature gate)."""
+    if sent.get("sharedCounters") and not stored.get("sharedCounters"):
+        return True
+    kept = {device.get("name"): device for device in stored.get("devices") or []}
+    return any(device.get("consumesCounters") and not (kept.get(device["name"]) or {}).get("consumesCounters")
+               for device in sent.get("devices") or [])

@@ -174,8 +174,14 @@ def members(devices: Sequence[base.Device]) -> dict[str, tuple[base.Device, ...]
 
 def build_pool(devices: Sequence[base.Device], *, driver: str, node: str, generation: int,
                driver_version: str | None = None, pcie_root: Callable[[str], str | None] = lambda bus: None,
-               max_per_slice: int = MAX_DEVICES, share_step_mb: int = 0) -> Pool:
-    """The slices for ``devices``; a node without devices still publishes one empty slice (pool is known)."""
+               max_per_slice: int = MAX_DEVICES, share_step_mb: int = 0, partitionable: bool = True) -> Pool:
+    """The slices for ``devices``; a node without devices still publishes one empty slice (pool is known).
+
+    ``partitionable`` False (the API server drops shared counters): partitions are published as ordinary
+    devices and their whole devices not at all.
+    """
+    if not partitionable:
+        devices = [dataclasses.replace(device, parent=None, consumes=()) for device in devices]
     parents = {device.parent.id: device.parent for device in devices if device.parent is not None}
     entries = []
     for device in sorted(published(devices), key=lambda d: (d.index, d.id)):

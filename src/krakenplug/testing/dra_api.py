@@ -275,7 +275,10 @@ class Request:
 class ResourceApiServer:
     """See the module docstring; use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, partitionable_devices: bool = True) -> None:
+        """``partitionable_devices`` False: the feature gate DRAPartitionableDevices is off (the default before
+        Kubernetes 1.36), and the server drops ``sharedCounters`` and ``consumesCounters`` from what it stores."""
+        self._partitionable = partitionable_devices
         self._lock = threading.Condition()
         self._slices: dict[str, Json] = {}
         self._claims: dict[tuple[str, str], Json] = {}
@@ -520,6 +523,10 @@ class ResourceApiServer:
         stored = copy.deepcopy(body)
         stored["metadata"]["resourceVersion"] = self._bump()
         stored["metadata"]["uid"] = current["metadata"]["uid"] if current else str(uuid.uuid4())
+        if not self._partitionable:  # a disabled field is dropped, as the API server's strategy does
+            stored["spec"].pop("sharedCounters", None)
+            for device in stored["spec"].get("devices") or []:
+                device.pop("consumesCounters", None)
         for device in stored["spec"].get("devices") or []:
             for taint in device.get("taints") or []:
                 taint.setdefault("timeAdded", "2026-01-01T00:00:00Z")

@@ -12,9 +12,11 @@ import pytest
 from krakenplug import resource_names as names
 from krakenplug.backends import base
 from krakenplug.backends.fake import FakeBackend, FakeOptions
-from krakenplug.dra import slices
+from krakenplug.cluster import config as cluster_config
+from krakenplug.dra import kube, slices
 from krakenplug.dra.checkpoint import Checkpoint
 from krakenplug.dra.prepare import ClaimRef, Preparer
+from krakenplug.dra.publisher import SlicePublisher
 from krakenplug.testing.dra_api import ResourceApiServer, pool_counter_problems, slice_problems
 
 from .conftest import DRIVER, NODE
@@ -193,3 +195,23 @@ def test_a_claim_on_the_whole_gpu_gets_every_mig_device(tmp_path: Path) -> None:
     spec = json.loads((tmp_path / "cdi" / prepared.spec_file).read_text())
     (device,) = spec["devices"]
     assert "KRAKENPLUG_VISIBLE_DEVICES=MIG-a,MIG-b" in device["containerEdits"]["env"]
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_without_the_feature_gate_only_partitions_are_published(clean_env: None, tmp_path: Path, gate: bool) -> None:
+    def build(devices: Any, generation: int, partitionable: bool) -> slices.Pool:
+        return slices.build_pool(devices, driver=DRIVER, node=NODE, generation=generation, partitionable=partitionable)
+
+    with ResourceApiServer(partitionable_devices=gate) as api:
+        kubeconfig = str(api.write_kubeconfig(tmp_path / "kubeconfig"))
+        resource = kube.ResourceApi(lambda: cluster_config.connect(kubeconfig), timeout_seconds=5)
+        publisher = SlicePublisher(resource, node=NODE, driver=DRIVER, build=build)
+        assert publisher.sync(_partitioned())
+        published = api.devices(driver=DRIVER)
+        writes = len(api.writes())
+        assert not publisher.sync(_partitioned())  # steady: nothing more is written
+        assert len(api.writes()) == writes
+    assert publisher.partitionable is gate
+    assert (names.dns_label(GPU) in published) is gate  # the whole GPU only where counters keep it exclusive
+    assert {"mig-a", "mig-b", "gpu-plain"} <= set(published)
+    assert all(("consumesCounters" in device) is gate for name, device in published.items() if name != "gpu-plain")
