@@ -13,8 +13,24 @@ CHART = REPO_ROOT / "charts" / "krakenplug"
 VALUES_DIR = REPO_ROOT / "values"
 RELEASE = "kp"
 NAMESPACE = "krakenplug"
-REAL_VENDORS = ("nvidia", "ascend", "cambricon", "kunlun", "streamcomputing")
-ALL_VENDORS = (*REAL_VENDORS, "fake")
+CHART_VALUES: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+
+
+def enabled_in(values: dict[str, Any], vendor: str) -> bool:
+    """Whether a values file turns ``vendor`` on. helm lays the file over the chart's values.yaml, then
+    krakenplug.vendorValues lays ``vendors.<vendor>`` over ``defaults``: a vendor's own ``enabled`` wins."""
+    layers = (CHART_VALUES.get("defaults") or {}, values.get("defaults") or {},
+              CHART_VALUES["vendors"].get(vendor) or {}, (values.get("vendors") or {}).get(vendor) or {})
+    enabled = False
+    for layer in layers:
+        enabled = bool(layer.get("enabled", enabled))
+    return enabled
+
+
+# The vendor lists come from the chart's values.yaml, so a vendor added there needs no test edit.
+ALL_VENDORS: tuple[str, ...] = tuple(CHART_VALUES["vendors"])
+# The vendors the chart deploys with its default values (every real vendor; fake is opt-in).
+REAL_VENDORS: tuple[str, ...] = tuple(vendor for vendor in ALL_VENDORS if enabled_in({}, vendor))
 
 
 def only(vendors: Iterable[str], **overrides: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chartlib import CHART, VALUES_DIR
+from chartlib import ALL_VENDORS, CHART, VALUES_DIR, enabled_in
 
 EXAMPLES = sorted(VALUES_DIR.glob("*.yaml"))
 
@@ -30,8 +30,8 @@ def test_lint_strict_passes_with_example_values(helm, values_file: Path) -> None
 
 @pytest.mark.parametrize("values_file", EXAMPLES, ids=[path.stem for path in EXAMPLES])
 def test_example_values_render_the_vendors_they_enable(render, values_file: Path) -> None:
-    wanted = {name for name, cfg in yaml.safe_load(values_file.read_text())["vendors"].items()
-              if cfg.get("enabled")}
+    values = yaml.safe_load(values_file.read_text())
+    wanted = {vendor for vendor in ALL_VENDORS if enabled_in(values, vendor)}
     daemonsets = [obj for obj in render(files=[values_file]) if obj["kind"] == "DaemonSet"]
     assert {ds["metadata"]["labels"]["krakenplug.pcl.ac.cn/vendor"] for ds in daemonsets} == wanted
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from chartlib import REPO_ROOT, VALUES_DIR, of_kind, only
+from chartlib import ALL_VENDORS, REPO_ROOT, VALUES_DIR, of_kind, only
 
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 MONITORING = ["--api-versions", "monitoring.coreos.com/v1"]
 SCENARIOS = {
     "defaults": {"files": []},
-    "everything": {"values": {**only(["nvidia", "ascend", "cambricon", "kunlun", "streamcomputing", "fake"],
+    "everything": {"values": {**only(ALL_VENDORS,
                                      kunlun={"sriov": {"enabled": True, "defaultNumVfs": 1}},
                                      fake={"devices": [{"id": "sim-0", "model": "Sim", "memory_mb": 1024}]}),
                               "prometheusRule": {"enabled": True}, "dashboard": {"enabled": True},

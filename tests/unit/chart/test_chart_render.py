@@ -231,10 +231,11 @@ def test_long_release_names_keep_the_vendor_suffix_within_63_characters(helm, tm
     release = "r" * 53
     output = helm.run("template", release, str(CHART), "--set", "vendors.fake.enabled=true").stdout
     names = [doc["metadata"]["name"] for doc in yaml.safe_load_all(output) if doc and doc["kind"] == "DaemonSet"]
-    assert len(names) == len(set(names)) == len(ALL_VENDORS)
+    deployed = set(REAL_VENDORS) | {"fake"}
+    assert len(names) == len(set(names)) == len(deployed)
     for name in names:
         assert len(name) <= 63
-        assert any(name.endswith("-" + vendor) for vendor in ALL_VENDORS)
+        assert any(name.endswith("-" + vendor) for vendor in deployed)
 
 
 def test_config_checksum_changes_with_the_values_and_only_for_that_vendor(render) -> None:
