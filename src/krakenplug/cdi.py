@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,16 +68,47 @@ def spec(kind: str, devices: Mapping[str, Json]) -> Json:
             "devices": [{"name": name, "containerEdits": edits} for name, edits in devices.items()]}
 
 
-def write_json(directory: Path, filename: str, content: Json) -> Path:
-    """Writes ``content`` as JSON to ``directory/filename`` atomically (specs, checkpoints); returns the path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / filename
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".tmp")
+def _umask() -> int | None:
+    """The process umask from /proc (reading it with os.umask would change it, racing other threads)."""
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(content, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.chmod(temporary, 0o644)  # runtimes run as root, but tools that list specs may not
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_MODE = 0o644  # runtimes run as root, but tools that list specs may not
+_CHMOD = _umask() is None or (_MODE & ~(_umask() or 0)) != _MODE  # only where the umask would narrow the mode
+
+
+def write_json(directory: Path, filename: str, content: Json) -> Path:
+    """Writes ``content`` as JSON to ``directory/filename`` atomically (specs, checkpoints); returns the path.
+
+    On the Prepare path, so it makes few system calls: open a fixed temporary name (callers serialise
+    writes of one file), one write, close, rename; the directory is made only when the open finds it
+    missing. Compact JSON, because ``indent`` makes the json module use its pure-Python encoder.
+    """
+    target = directory / filename
+    temporary = directory / f".{filename}.tmp"
+    data = json.dumps(content, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        handle = os.open(temporary, flags, _MODE)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = os.open(temporary, flags, _MODE)
+    try:
+        try:
+            if _CHMOD:
+                os.fchmod(handle, _MODE)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(handle, view):]
+        finally:
+            os.close(handle)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -183,6 +183,10 @@ class DraSettings(_Section):
         description="0: a device goes to one claim. Above 0: devices allow several claims "
                     "(allowMultipleAllocations), each consuming memory in steps of this many MB (DRAConsumableCapacity).",
     )
+    watch_claims: bool = Field(
+        False, description="Keep a watch cache of the ResourceClaims allocated here, so Prepare needs no GET "
+                           "(RBAC list/watch on resourceclaims; every agent then sees every claim event).",
+    )
 
 
 class Settings(BaseSettings):

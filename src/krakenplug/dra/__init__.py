@@ -23,6 +23,7 @@ from krakenplug.backends import base
 from krakenplug.cluster import config as cluster_config
 from krakenplug.dra import kube, server, service, slices, topology
 from krakenplug.dra.checkpoint import Checkpoint
+from krakenplug.dra.claimcache import ClaimCache
 from krakenplug.dra.prepare import Preparer
 from krakenplug.dra.publisher import SlicePublisher, run_publisher
 from krakenplug.hub import DeviceHub
@@ -59,8 +60,11 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     def current_devices() -> Mapping[str, Sequence[base.Device]]:
         return slices.members(hub.snapshot().devices)
 
+    cache = ClaimCache(api, driver=driver, pool=node) if config.watch_claims else None
+    checkpoint = Checkpoint(plugin_dir / "checkpoint.json")
     preparer = Preparer(api=api, backend=backend, devices=current_devices, driver=driver, node=node,
-                        cdi_dir=settings.cdi_dir, checkpoint=Checkpoint(plugin_dir / "checkpoint.json"))
+                        cdi_dir=settings.cdi_dir, checkpoint=checkpoint,
+                        cached=cache.get if cache is not None else lambda namespace, name, uid: None)
     swept = preparer.sweep()
     if swept:
         logger.info("removed %d CDI spec(s) of claims no longer prepared", swept)
@@ -96,12 +100,17 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
             logger.info("removed the dead registration socket %s", path)
         registration_socket.start()
         publishing.start()
+        if cache is not None:
+            threading.Thread(target=cache.run, args=(stop,), name="dra-claims", daemon=True,
+                             kwargs={"retry_initial": config.retry_initial_seconds,
+                                     "retry_max": config.retry_max_seconds}).start()
         while not stop.wait(_SOCKET_CHECK_SECONDS):
             dra_socket.restart_if_lost()
             registration_socket.restart_if_lost()
     finally:
         registration_socket.stop()
         dra_socket.stop()
+        checkpoint.close()
         if publishing.ident is not None:
             publishing.join(timeout=_JOIN_SECONDS)
         logger.info("DRA driver %s stopped", driver)

@@ -101,6 +101,22 @@ class ResourceApi:
             if err.status != 404:  # already gone is what we wanted
                 raise
 
+    def list_claims(self) -> Json:
+        """Every ResourceClaim of the cluster (the claim cache's start)."""
+        return self._call("list resourceclaims", self._api.list_resource_claim_for_all_namespaces)
+
+    def watch_claims(self, version: str, *, timeout_seconds: int) -> Any:
+        """The raw streaming response of a watch on every ResourceClaim from ``version`` (lines of events)."""
+        try:
+            return self._api.list_resource_claim_for_all_namespaces(
+                watch=True, resource_version=version or None, allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds, _preload_content=False,
+                _request_timeout=(self._timeout, timeout_seconds + self._timeout))
+        except ApiException as err:
+            raise ApiError(f"watch resourceclaims: HTTP {err.status} {_message(err)}", status=err.status) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiError(f"watch resourceclaims: no answer from the API server: {err}") from err
+
     def get_claim(self, namespace: str, name: str) -> Json:
         return self._call(f"get resourceclaim {namespace}/{name}", self._api.read_namespaced_resource_claim,
                           name, namespace)

@@ -47,8 +47,11 @@ class Preparer:
 
     def __init__(self, *, api: ClaimReader, backend: base.Backend,
                  devices: Callable[[], Mapping[str, Sequence[base.Device]]],
-                 driver: str, node: str, cdi_dir: Path, checkpoint: Checkpoint) -> None:
+                 driver: str, node: str, cdi_dir: Path, checkpoint: Checkpoint,
+                 cached: Callable[[str, str, str], dict[str, Any] | None] = lambda namespace, name, uid: None) -> None:
+        """``cached(namespace, name, uid)``: the claim from a watch cache when it holds that UID, else None."""
         self._api = api
+        self._cached = cached
         self._backend = backend
         self._devices = devices
         self._driver = driver
@@ -70,10 +73,12 @@ class Preparer:
             known = self._checkpoint.get(ref.uid)
             if known is not None and (self._cdi_dir / known.spec_file).exists():
                 return known
-            try:
-                claim = self._api.get_claim(ref.namespace, ref.name)
-            except ApiError as err:
-                raise ClaimError(f"claim {ref}: reading it from the API server failed: {err}") from err
+            claim = self._cached(ref.namespace, ref.name, ref.uid)
+            if claim is None:  # not in the cache (or no cache): one round trip
+                try:
+                    claim = self._api.get_claim(ref.namespace, ref.name)
+                except ApiError as err:
+                    raise ClaimError(f"claim {ref}: reading it from the API server failed: {err}") from err
             allocation = claims_mod.read_allocation(claim, namespace=ref.namespace, name=ref.name, uid=ref.uid,
                                                     driver=self._driver, node=self._node)
             prepared = self._write(allocation)

@@ -15,7 +15,7 @@ driver depends on them:
   devices per slice once one consumes counters); a violation answers 422 with a ``Status`` naming the field;
 * what the server fills in: ``resourceVersion``, ``uid``, ``timeAdded`` of taints, and quantities in
   their canonical form (``81920Mi`` comes back as ``80Gi``);
-* ``resourceclaims``: get, from claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
+* ``resourceclaims``: get, list and watch (every namespace; events for claims put or deleted), from claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
   devices that allow multiple allocations by their memory capacity, and, like the scheduler, refuses a pool
   whose devices consume counters it does not define and never lets allocated devices consume more of a
   counter than the pool has) put there.
@@ -30,6 +30,7 @@ import dataclasses
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -43,6 +44,7 @@ Json = dict[str, Any]
 _PREFIX = "/apis/resource.k8s.io/v1"
 _SLICES = re.compile(rf"^{_PREFIX}/resourceslices(?:/([^/]+))?$")
 _CLAIM = re.compile(rf"^{_PREFIX}/namespaces/([^/]+)/resourceclaims/([^/]+)$")
+_ALL_CLAIMS = f"{_PREFIX}/resourceclaims"
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -282,6 +284,9 @@ class ResourceApiServer:
         self._lock = threading.Condition()
         self._slices: dict[str, Json] = {}
         self._claims: dict[tuple[str, str], Json] = {}
+        self._claim_events: list[tuple[int, str, Json]] = []  # (resourceVersion, type, claim), for watches
+        self._closing = False
+        self._watches = 0
         self._faults: list[tuple[str | None, int]] = []
         self._version = 1000
         self.requests: list[Request] = []
@@ -295,6 +300,9 @@ class ResourceApiServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._closing = True  # open watches end
+            self._lock.notify_all()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -359,13 +367,49 @@ class ResourceApiServer:
         """Stores a ResourceClaim as given (tests use it for malformed ones)."""
         with self._lock:
             metadata = claim.setdefault("metadata", {})
-            self._claims[(metadata.get("namespace", "default"), metadata.get("name", ""))] = copy.deepcopy(claim)
+            key = (metadata.get("namespace", "default"), metadata.get("name", ""))
+            kind = "MODIFIED" if key in self._claims else "ADDED"
+            metadata["resourceVersion"] = self._bump()
+            self._claims[key] = copy.deepcopy(claim)
+            self._claim_events.append((int(metadata["resourceVersion"]), kind, copy.deepcopy(claim)))
             self._lock.notify_all()
             return claim
 
     def delete_claim(self, namespace: str, name: str) -> None:
         with self._lock:
-            self._claims.pop((namespace, name), None)
+            claim = self._claims.pop((namespace, name), None)
+            if claim is not None:
+                gone = copy.deepcopy(claim)
+                gone["metadata"]["resourceVersion"] = self._bump()
+                self._claim_events.append((int(gone["metadata"]["resourceVersion"]), "DELETED", gone))
+                self._lock.notify_all()
+
+    def watching(self) -> int:
+        """How many claim watches are open."""
+        with self._lock:
+            return self._watches
+
+    def _watch_claims(self, since: int, timeout: float, send: Callable[[bytes], None]) -> None:
+        """Streams the claim events after ``since`` until ``timeout`` or the stand-in closes."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._watches += 1
+        try:
+            while True:
+                with self._lock:
+                    self._lock.wait_for(lambda: self._closing or (self._claim_events and
+                                                                  self._claim_events[-1][0] > since),
+                                        timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+                    events = [event for event in self._claim_events if event[0] > since]
+                    closing = self._closing
+                for version, kind, claim in events:
+                    send(json.dumps({"type": kind, "object": claim}).encode() + b"\n")
+                    since = version
+                if closing or time.monotonic() >= deadline:
+                    return
+        finally:
+            with self._lock:
+                self._watches -= 1
 
     def allocate(self, namespace: str, name: str, *, driver: str, node: str, count: int = 1,
                  pick: Callable[[Json], bool] = lambda device: True, request: str = "req",
@@ -464,6 +508,11 @@ class ResourceApiServer:
         match = _SLICES.match(url.path)
         if match:
             return self._slice_call(method, match.group(1), parse_qs(url.query), body)
+        if url.path == _ALL_CLAIMS and method == "GET":
+            with self._lock:
+                items = [copy.deepcopy(claim) for _, claim in sorted(self._claims.items())]
+                return 200, {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimList",
+                             "metadata": {"resourceVersion": str(self._version)}, "items": items}
         match = _CLAIM.match(url.path)
         if match and method == "GET":
             with self._lock:
@@ -550,6 +599,11 @@ class ResourceApiServer:
             disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart (delayed ACK)
 
             def _serve(self) -> None:
+                url = urlsplit(self.path)
+                query = parse_qs(url.query)
+                if self.command == "GET" and url.path == _ALL_CLAIMS and query.get("watch") == ["true"]:
+                    self._watch(query)
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 try:
@@ -568,6 +622,26 @@ class ResourceApiServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
+
+            def _watch(self, query: dict[str, list[str]]) -> None:
+                with server._lock:
+                    server.requests.append(Request("WATCH", self.path, None, 200))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def send(data: bytes) -> None:
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+
+                try:
+                    server._watch_claims(int((query.get("resourceVersion") or ["0"])[0] or 0),
+                                         float((query.get("timeoutSeconds") or ["300"])[0]), send)
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
 
             do_GET = do_PUT = do_POST = do_DELETE = _serve
 

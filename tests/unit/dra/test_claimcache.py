@@ -1,0 +1,113 @@
+"""The ResourceClaim watch cache: only claims allocated here, UID checked, Prepare without a round trip."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from krakenplug.backends.fake import FakeBackend, FakeOptions
+from krakenplug.cluster import config as cluster_config
+from krakenplug.dra import kube, slices
+from krakenplug.dra.checkpoint import Checkpoint
+from krakenplug.dra.claimcache import ClaimCache
+from krakenplug.dra.prepare import ClaimRef, Preparer
+from krakenplug.testing.dra_api import ResourceApiServer
+
+from .conftest import DRIVER, NODE, Node
+
+
+def _until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def cached(clean_env: None, tmp_path: Path) -> Iterator[tuple[ResourceApiServer, kube.ResourceApi, ClaimCache]]:
+    with ResourceApiServer() as api:
+        kubeconfig = str(api.write_kubeconfig(tmp_path / "kubeconfig"))
+        resource = kube.ResourceApi(lambda: cluster_config.connect(kubeconfig), timeout_seconds=5)
+        cache = ClaimCache(resource, driver=DRIVER, pool=NODE)
+        stop = threading.Event()
+        thread = threading.Thread(target=cache.run, args=(stop,), kwargs={"retry_initial": 0.05, "retry_max": 0.2})
+        api.put_claim({"metadata": {"namespace": "ns", "name": "before", "uid": "u-before"}, "status": {
+            "allocation": {"devices": {"results": [{"driver": DRIVER, "pool": NODE, "device": "fake-0"}]}}}})
+        thread.start()
+        try:
+            yield api, resource, cache
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+            assert not thread.is_alive(), "the claim watch did not end at stop"
+
+
+def _allocated(api: ResourceApiServer, name: str, uid: str) -> None:
+    """A claim the scheduler allocated a device of ours on this node, reserved for a pod."""
+    api.put_claim({"metadata": {"namespace": "ns", "name": name, "uid": uid}, "status": {
+        **_results(DRIVER, NODE), "reservedFor": [{"resource": "pods", "name": "p", "uid": "p-1"}]}})
+
+
+def _results(driver: str, pool: str) -> dict[str, object]:
+    return {"allocation": {"devices": {"results": [{"request": "r", "driver": driver, "pool": pool,
+                                                    "device": "fake-1"}]},
+                           "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
+                               {"key": "metadata.name", "operator": "In", "values": [pool]}]}]}}}
+
+
+def test_the_cache_holds_the_claims_allocated_here_and_follows_changes(cached) -> None:
+    api, _, cache = cached
+    _until(lambda: cache.get("ns", "before", "u-before"))  # from the initial list
+    _allocated(api, "ours", "u-ours")
+    api.put_claim({"metadata": {"namespace": "ns", "name": "elsewhere", "uid": "u-2"},
+                   "status": _results(DRIVER, "other-node")})
+    api.put_claim({"metadata": {"namespace": "ns", "name": "theirs", "uid": "u-3"},
+                   "status": _results("other.example.com", NODE)})
+    api.put_claim({"metadata": {"namespace": "ns", "name": "pending", "uid": "u-4"}})
+    _until(lambda: cache.get("ns", "ours", "u-ours"))
+    time.sleep(0.1)  # the other events arrived too
+    assert len(cache) == 2
+    assert cache.get("ns", "ours", "another-uid") is None  # a claim recreated under the same name: GET it
+    api.delete_claim("ns", "ours")
+    _until(lambda: cache.get("ns", "ours", "u-ours") is None)
+    api.put_claim({"metadata": {"namespace": "ns", "name": "before", "uid": "u-before"}})  # deallocated
+    _until(lambda: len(cache) == 0)
+
+
+def test_prepare_reads_a_cached_claim_without_a_round_trip_and_gets_a_missed_one(cached, tmp_path: Path) -> None:
+    api, resource, cache = cached
+    backend = FakeBackend(FakeOptions())
+    backend.open()
+    devices = list(backend.devices())
+    preparer = Preparer(api=resource, backend=backend, devices=lambda: slices.members(devices), driver=DRIVER,
+                        node=NODE, cdi_dir=tmp_path / "cdi", checkpoint=Checkpoint(tmp_path / "checkpoint.json"),
+                        cached=cache.get)
+    _allocated(api, "hit", "u-hit")
+    _until(lambda: cache.get("ns", "hit", "u-hit"))
+
+    def gets(name: str) -> int:
+        return sum(1 for r in api.requests if r.method == "GET" and r.path.endswith(f"/resourceclaims/{name}"))
+
+    assert preparer.prepare(ClaimRef("ns", "u-hit", "hit")).devices
+    assert gets("hit") == 0
+    _allocated(api, "miss", "u-miss")
+    assert preparer.prepare(ClaimRef("ns", "u-miss", "miss")).devices  # however far the watch is, it works
+    with pytest.raises(Exception, match="UID mismatch"):
+        preparer.prepare(ClaimRef("ns", "u-stale", "miss"))  # not the cached UID: read from the server, refused
+    assert gets("miss") >= 1
+
+
+def test_the_driver_prepares_with_the_claim_cache_on(node: Node, run_driver) -> None:
+    run_driver(node, watch_claims=True)
+    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.kubelet.wait_for(lambda kubelet: DRIVER in kubelet.drivers)
+    _until(lambda: node.api.watching())
+    uid = node.api.allocate("team", "c", driver=DRIVER, node=NODE)["metadata"]["uid"]
+    answer = node.kubelet.prepare(DRIVER, [("team", uid, "c")])[uid]
+    assert answer.error == "" and [d.device_name for d in answer.devices] == ["fake-0"]
+    assert node.kubelet.unprepare(DRIVER, [("team", uid, "c")])[uid].error == ""
