@@ -34,13 +34,14 @@ class DraNode:
 
 
 @contextlib.contextmanager
-def dra_agent(directory: Path, devices_file: Path) -> Iterator[DraNode]:
-    """The agent in DRA mode, registered and with its slices published; stopped with SIGTERM afterwards."""
+def dra_agent(directory: Path, devices_file: Path, **dra_fields: object) -> Iterator[DraNode]:
+    """The agent in DRA mode, registered and with its slices published; stopped with SIGTERM afterwards.
+    ``dra_fields`` go into the config's ``dra`` section (e.g. ``watch_claims=True``)."""
     with ResourceApiServer() as api, DraKubelet(directory / "registry", health_retry_seconds=0.2) as kubelet:
         config = {"version": "v1", "cdi_dir": str(directory / "cdi"),
                   "dra": {"allocation_mode": "dra", "registry_dir": str(directory / "registry"),
                           "plugins_dir": str(directory / "plugins"),
-                          "kubeconfig": str(api.write_kubeconfig(directory / "kubeconfig"))}}
+                          "kubeconfig": str(api.write_kubeconfig(directory / "kubeconfig")), **dra_fields}}
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--node-name", NODE,
                    "--fake-devices", str(devices_file), "--config", str(directory / "config.yaml"),

@@ -105,7 +105,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], list[str], Schema]] = {
         "featuresDir": {"$ref": "#/definitions/optionalHostPath"},
     }),
     "dra": (settings.DraSettings, ["allocationMode", "registryDir", "pluginsDir", "maxDevicesPerSlice",
-                                   "healthTimeoutSeconds", "shareMemoryStepMb"], {
+                                   "healthTimeoutSeconds", "shareMemoryStepMb", "watchClaims"], {
         "driverName": {"type": "string", "maxLength": 63, "description": "DRA driver name; empty: <vendor>.krakenplug.pcl.ac.cn.",
                        "pattern": f"^({_DNS_SUBDOMAIN})?$"},
         "cdiDir": {"$ref": "#/definitions/hostPath"},

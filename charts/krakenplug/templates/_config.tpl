@@ -86,7 +86,8 @@ The whole config.yaml of one vendor. Call with (dict "root" $ "vendor" $vendor "
       "plugins_dir" $dra.pluginsDir
       "max_devices_per_slice" (int $dra.maxDevicesPerSlice)
       "health_timeout_seconds" (int $dra.healthTimeoutSeconds)
-      "share_memory_step_mb" (int $dra.shareMemoryStepMb) }}
+      "share_memory_step_mb" (int $dra.shareMemoryStepMb)
+      "watch_claims" (eq (toString $dra.watchClaims) "true") }}
 {{- if $dra.driverName }}
 {{- $_ := set $draOut "driver_name" $dra.driverName }}
 {{- end }}

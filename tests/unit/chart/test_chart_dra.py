@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import kubernetes_validate
 
-from chartlib import by_vendor, config_of, container, of_kind, only
+from chartlib import ALL_VENDORS, by_vendor, config_of, container, of_kind, only
+from krakenplug import backends
 
 DRA = {"dra": {"allocationMode": "dra"}}
 
@@ -49,6 +51,17 @@ def test_dra_mode_renders_class_rbac_mounts_and_config(render) -> None:
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
 
 
+def test_the_claim_watch_cache_gets_list_and_watch_on_claims_and_nothing_else(render) -> None:
+    objects = render(values=only(["nvidia", "ascend"], nvidia={"dra": {"allocationMode": "dra", "watchClaims": True}},
+                                 ascend={**DRA}))
+    (role,) = [o for o in of_kind(objects, "ClusterRole") if o["metadata"]["name"].endswith("-dra")]
+    assert role["rules"][1] == {"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"],
+                                "verbs": ["get", "list", "watch"]}
+    configs = by_vendor(objects, "ConfigMap")
+    assert config_of(configs["nvidia"])["dra"]["watch_claims"] is True
+    assert config_of(configs["ascend"])["dra"]["watch_claims"] is False
+
+
 def test_extended_resource_name_is_the_vendors_classic_resource(render) -> None:
     extended = {"dra": {"allocationMode": "dra", "deviceClass": {"extendedResourceName": True}}}
     objects = render(values=only(["kunlun", "nvidia"], kunlun=extended,
@@ -58,6 +71,17 @@ def test_extended_resource_name_is_the_vendors_classic_resource(render) -> None:
     assert classes["nvidia.krakenplug.pcl.ac.cn"]["extendedResourceName"] == "example.com/gpu"
     assert classes["kunlun.krakenplug.pcl.ac.cn"]["selectors"][0]["cel"]["expression"] == \
         'device.driver == "kunlun.krakenplug.pcl.ac.cn"'
+
+
+def test_default_classic_resource_of_every_vendor_is_its_backends_default(render) -> None:
+    """The chart knows a backend's default resource only from the vendor's values.yaml entry
+    (``resourceName``, else krakenplug.pcl.ac.cn/<vendor>); it must match the backend's DEFAULT_RESOURCE."""
+    extended = {"dra": {"allocationMode": "dra", "deviceClass": {"extendedResourceName": True}}}
+    objects = render(values=only(ALL_VENDORS, **{vendor: extended for vendor in ALL_VENDORS}))
+    classes = {o["metadata"]["name"]: o["spec"] for o in of_kind(objects, "DeviceClass")}
+    for vendor in ALL_VENDORS:
+        backend_default = sys.modules[backends.load_class(vendor).__module__].DEFAULT_RESOURCE
+        assert classes[f"{vendor}.krakenplug.pcl.ac.cn"]["extendedResourceName"] == backend_default, vendor
 
 
 def test_a_bad_allocation_mode_or_driver_name_is_refused(render_error) -> None:
