@@ -225,6 +225,7 @@ class KubeletSimulator:
             generation = self._generation
             self.registrations.append(_copy(request))
             self.calls.append("Register")
+            self._cond.notify_all()  # wait_for on registrations sees it when it arrives
         problem = names.register_problem(request.version, request.resource_name)
         if problem:
             logger.warning("register refused: %s", problem)
