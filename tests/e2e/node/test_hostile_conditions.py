@@ -44,7 +44,8 @@ def test_surplus_list_and_watch_streams_are_refused_and_unary_calls_still_served
     state = kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
     with grpc.insecure_channel(f"unix://{node.plugin_dir / state.endpoint}") as channel:
         stub = dp_grpc.DevicePluginStub(channel)
-        streams = [stub.ListAndWatch(dp_pb2.Empty()) for _ in range(20)]  # opened, never read
+        # Opened and never read; the deadline only keeps a test of broken code from hanging.
+        streams = [stub.ListAndWatch(dp_pb2.Empty(), timeout=20) for _ in range(20)]
         try:
             request = dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(devices_ids=["fake-1"])])
             assert stub.Allocate(request, timeout=5).container_responses
