@@ -139,10 +139,7 @@ class FakeBackend:
         indexes = ",".join(str(device.index) for device in devices)
         return base.ContainerAllocation(
             envs={"KRAKENPLUG_VISIBLE_DEVICES": ids, "FAKE_VISIBLE_DEVICES": indexes},
-            device_nodes=tuple(
-                base.DeviceNode(self._options.device_node_host_path, f"/dev/krakenplug-fake{device.index}")
-                for device in devices
-            ),
+            device_nodes=tuple(node for device in devices for node in device.device_nodes),
             annotations={"krakenplug.pcl.ac.cn/fake-devices": ids},
         )
 
