@@ -15,7 +15,8 @@ driver depends on them:
   devices per slice once one consumes counters); a violation answers 422 with a ``Status`` naming the field;
 * what the server fills in: ``resourceVersion``, ``uid``, ``timeAdded`` of taints, and quantities in
   their canonical form (``81920Mi`` comes back as ``80Gi``);
-* ``resourceclaims``: get, list and watch (every namespace; events for claims put or deleted), from claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
+* ``resourceclaims``: get, list and watch (every namespace; events for claims put or deleted), from
+  claims a test (a stand-in scheduler: :meth:`allocate`, which also shares
   devices that allow multiple allocations by their memory capacity, and, like the scheduler, refuses a pool
   whose devices consume counters it does not define and never lets allocated devices consume more of a
   counter than the pool has) put there.
