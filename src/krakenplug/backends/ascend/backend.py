@@ -16,7 +16,6 @@ The hub re-reads ``devices()`` on its interval, in both directions.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from typing import ClassVar
@@ -24,7 +23,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _sysfs, _vendorlib, base
+from krakenplug.backends import _devicebook, _locate, _sysfs, _vendorlib, base
 from krakenplug.backends.ascend import dcmi
 from krakenplug.transitions import TransitionLog
 
@@ -82,7 +81,8 @@ class AscendBackend:
         self._log = TransitionLog(logger)
         self._not_handled = frozenset(int(code, 16) for code in options.not_handled_fault_codes)
         self._dcmi: dcmi.Dcmi | None = None
-        self._addresses: dict[str, dcmi.Address] = {}
+        self._listing = _locate.Listing[dcmi.Address](self._book, vendor="ascend", kind="NPU", relist=self.devices,
+                                                      log=logger)
         self._chips: dict[dcmi.Address, str] = {}  # chip name per NPU: it picks the memory query
         self._lock = threading.Lock()
 
@@ -126,20 +126,12 @@ class AscendBackend:
 
     def devices(self) -> Sequence[base.Device]:
         api = self._api()
-        try:
-            addresses = api.addresses()
-        except errors.DeviceQueryError as err:
-            logger.warning("ascend: cannot list NPUs: %s", err)
-            return self._book.all_failed(f"cannot list NPUs: {err}")
-        found, located = self._book.collect(addresses, lambda address: self._describe(api, address),
-                                            gone="DCMI no longer lists this NPU")
-        with self._lock:
-            self._addresses = located
-        return found
+        return self._listing.collect(api.addresses, lambda address: self._describe(api, address),
+                                     failed="cannot list NPUs", gone="DCMI no longer lists this NPU")
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         nodes = [node for device in devices for node in device.device_nodes]
-        nodes += [node for name in SHARED_DEVICE_FILES if (node := self._device_node(name)) is not None]
+        nodes += _locate.present_nodes(self._options.dev_root, SHARED_DEVICE_FILES)
         mounts = tuple(base.Mount(path, path, read_only=True) for path in self._options.driver_mounts)
         return base.ContainerAllocation(
             envs={VISIBLE_DEVICES_ENV: ",".join(str(device.index) for device in devices)},
@@ -147,7 +139,7 @@ class AscendBackend:
         )
 
     def sample(self, device: base.Device) -> base.DeviceSample:
-        api, address = self._api(), self._address_of(device)
+        api, address = self._api(), self._listing.address_of(device)
         get = self._optional.get
         with self._lock:
             chip = self._chips.get(address, "")
@@ -196,7 +188,7 @@ class AscendBackend:
             id=f"Ascend-{physical}", index=physical, vendor="ascend", model=model, memory_total_mb=int(total_mb),
             resource=self._options.resource_for(model, DEFAULT_RESOURCE),
             numa_node=_sysfs.numa_node(self._options.sysfs_root, bus_id), pci_bus_id=bus_id,
-            device_nodes=tuple(node for node in [self._device_node(f"davinci{physical}")] if node is not None),
+            device_nodes=_locate.present_nodes(self._options.dev_root, [f"davinci{physical}"]),
         )
         reason = self._health_problem(api, address)
         device = self._book.record(address, device)
@@ -234,20 +226,6 @@ class AscendBackend:
                          "(minor or NotHandle-level faults only)", dcmi.describe(address), alarm)
         return ""
 
-    def _address_of(self, device: base.Device) -> dcmi.Address:
-        with self._lock:
-            address = self._addresses.get(device.id)
-        if address is None:
-            self.devices()
-            with self._lock:
-                address = self._addresses.get(device.id)
-        if address is None:
-            raise errors.DeviceQueryError(f"ascend: unknown NPU {device.id}")
-        return address
-
-    def _device_node(self, name: str) -> base.DeviceNode | None:
-        host_path = os.path.join(self._options.dev_root, name)
-        return base.DeviceNode(host_path, f"/dev/{name}") if os.path.exists(host_path) else None
 
 
 def _as_float(value: float | None) -> float | None:

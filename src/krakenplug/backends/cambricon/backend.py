@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _sysfs, _vendorlib, base
+from krakenplug.backends import _devicebook, _locate, _sysfs, _vendorlib, base
 from krakenplug.backends.cambricon import cndev
 from krakenplug.transitions import TransitionLog
 
@@ -60,7 +60,8 @@ class CambriconBackend:
         self._optional = _vendorlib.OptionalQueries("cambricon")
         self._log = TransitionLog(logger)
         self._cndev: cndev.Cndev | None = None
-        self._indexes: dict[str, int] = {}
+        self._listing = _locate.Listing[int](self._book, vendor="cambricon", kind="MLU", relist=self.devices,
+                                             log=logger)
         self._links: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
@@ -109,17 +110,8 @@ class CambriconBackend:
 
     def devices(self) -> Sequence[base.Device]:
         api = self._api()
-        try:
-            count = api.count()
-        except errors.DeviceQueryError as err:
-            logger.warning("cambricon: cannot count MLUs: %s", err)
-            return self._book.all_failed(f"cannot count MLUs: {err}")
-        found, located = self._book.collect(range(count), lambda index: self._describe(api, index),
-                                            gone="CNDev no longer lists this MLU")
-        self._check_against_sysfs(count)
-        with self._lock:
-            self._indexes = located
-        return found
+        return self._listing.collect(lambda: self._indexes(api), lambda index: self._describe(api, index),
+                                     failed="cannot count MLUs", gone="CNDev no longer lists this MLU")
 
     def preferred_allocation(self, available: Sequence[base.Device], must_include: Sequence[base.Device],
                              size: int) -> list[str]:
@@ -147,14 +139,14 @@ class CambriconBackend:
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         nodes = [node for device in devices for node in device.device_nodes]
-        nodes += [node for name in SHARED_DEVICES if (node := self._device_node(name)) is not None]
+        nodes += _locate.present_nodes(self._options.dev_root, SHARED_DEVICES)
         return base.ContainerAllocation(
             envs={VISIBLE_DEVICES_ENV: ",".join(str(device.index) for device in devices)},
             device_nodes=tuple(nodes),
         )
 
     def sample(self, device: base.Device) -> base.DeviceSample:
-        api, index = self._api(), self._index_of(device)
+        api, index = self._api(), self._listing.address_of(device)
         get = self._optional.get
         total, used = get(lambda: api.memory_mb(index), key=device.id, what="memory") or (None, None)
         return base.DeviceSample(
@@ -203,8 +195,8 @@ class CambriconBackend:
         device = base.Device(
             id=f"MLU-{uuid}", index=index, vendor="cambricon", model=model, memory_total_mb=int(total_mb),
             resource=self._options.resource_for(model, DEFAULT_RESOURCE), numa_node=numa, pci_bus_id=bus_id,
-            uuid=uuid, device_nodes=tuple(node for pattern in PER_DEVICE_FILES
-                                          if (node := self._device_node(pattern.format(n=number))) is not None),
+            uuid=uuid, device_nodes=_locate.present_nodes(
+                self._options.dev_root, (pattern.format(n=number) for pattern in PER_DEVICE_FILES)),
         )
         with self._lock:
             self._links[device.id] = [f"MLU-{peer}" for peer in peers]
@@ -234,6 +226,12 @@ class CambriconBackend:
             self._log.clear(("health", index), logging.INFO, "cambricon: MLU %d is healthy again", index)
         return problem
 
+    def _indexes(self, api: cndev.Cndev) -> range:
+        """CNDev's device indexes; a count that differs from the MLUs sysfs shows is logged."""
+        count = api.count()
+        self._check_against_sysfs(count)
+        return range(count)
+
     def _check_against_sysfs(self, listed: int) -> None:
         """Warns when sysfs shows more MLUs than CNDev lists (Cambricon's plugin compares the two)."""
         on_bus = _sysfs_mlu_count(self._options.sysfs_root)
@@ -244,20 +242,6 @@ class CambriconBackend:
                          "cambricon: sysfs shows %d MLUs (vendor 0xcabc, class 0x12, VFs skipped) but CNDev lists %d; "
                          "the others are not served", on_bus, listed)
 
-    def _index_of(self, device: base.Device) -> int:
-        with self._lock:
-            index = self._indexes.get(device.id)
-        if index is None:
-            self.devices()
-            with self._lock:
-                index = self._indexes.get(device.id)
-        if index is None:
-            raise errors.DeviceQueryError(f"cambricon: unknown MLU {device.id}")
-        return index
-
-    def _device_node(self, name: str) -> base.DeviceNode | None:
-        host_path = os.path.join(self._options.dev_root, name)
-        return base.DeviceNode(host_path, f"/dev/{name}") if os.path.exists(host_path) else None
 
 
 def _sysfs_mlu_count(sysfs_root: str) -> int | None:

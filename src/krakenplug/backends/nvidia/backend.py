@@ -12,7 +12,6 @@ Unhealthy until they succeed again. Memory: ``gpus.py``; what stays listed when 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -21,7 +20,7 @@ import pynvml
 from pydantic import Field, field_validator
 
 from krakenplug import errors
-from krakenplug.backends import _devicebook, _sysfs, base
+from krakenplug.backends import _devicebook, _locate, _sysfs, base
 from krakenplug.backends.nvidia import events, gpus, listing, mig, nvml, topology, xid
 from krakenplug.transitions import TransitionLog
 
@@ -155,7 +154,7 @@ class NvidiaBackend:
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         nodes = list(dict.fromkeys(node for device in devices for node in device.device_nodes))  # MIG: one parent
-        nodes += [node for name in CONTROL_DEVICES if (node := self._device_node(name)) is not None]
+        nodes += _locate.present_nodes(self._options.dev_root, CONTROL_DEVICES)
         return base.ContainerAllocation(envs={VISIBLE_DEVICES_ENV: ",".join(device.id for device in devices)},
                                         device_nodes=tuple(nodes))
 
@@ -230,7 +229,7 @@ class NvidiaBackend:
     def _whole_device(self, gpu: gpus.Gpu) -> base.Device:
         if self._book.problem_changed(gpu.index, ""):
             logger.info("nvidia: GPU %s answers", gpu.uuid)
-        node = self._device_node(f"nvidia{gpu.minor}") if gpu.minor is not None else None
+        node_names = [f"nvidia{gpu.minor}"] if gpu.minor is not None else []
         memory_mb = gpu.memory.total_bytes // MIB if gpu.memory else 0
         if gpu.memory is None:
             known = self._book.last_known(gpu.index)
@@ -242,7 +241,7 @@ class NvidiaBackend:
             id=gpu.uuid, index=gpu.index, vendor="nvidia", model=gpu.name, memory_total_mb=memory_mb,
             resource=self._options.resource_for(gpu.name, DEFAULT_RESOURCE),
             numa_node=_sysfs.numa_node(self._options.sysfs_root, gpu.bus_id), pci_bus_id=gpu.bus_id, uuid=gpu.uuid,
-            device_nodes=(node,) if node is not None else (),
+            device_nodes=_locate.present_nodes(self._options.dev_root, node_names),
         )
         return self._book.record(gpu.index, device)
 
@@ -377,7 +376,3 @@ class NvidiaBackend:
     def _key_of(self, device: base.Device) -> int:
         with self._lock:
             return self._keys.get(device.id, device.index)
-
-    def _device_node(self, name: str) -> base.DeviceNode | None:
-        host_path = os.path.join(self._options.dev_root, name)
-        return base.DeviceNode(host_path, f"/dev/{name}") if os.path.exists(host_path) else None
