@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import select
+import threading
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class DirectoryWatch:
         self._stamps: dict[str, _Stamp] = {}
         self._unavailable_reported = False
         self._closed = False
+        self._released = False
+        self._close_lock = threading.Lock()  # close() may race release() from another thread
         self._try_inotify()
         if self._inotify is None:
             self._stamps = self._scan()
@@ -72,20 +75,25 @@ class DirectoryWatch:
         return self._read_events()
 
     def close(self) -> None:
-        """Ends the watch and wakes a thread blocked in :meth:`wait` (from any thread)."""
-        if self._closed:
-            return
-        self._closed = True
-        os.write(self._wake_write, b"x")
+        """Ends the watch and wakes a thread blocked in :meth:`wait` (from any thread, any number of times)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.write(self._wake_write, b"x")
 
     def release(self) -> None:
         """Frees the file descriptors; call after the waiting thread has returned."""
         self.close()
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+        with self._close_lock:
+            if self._released:
+                return
+            self._released = True
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
+            for fd in (self._wake_read, self._wake_write):
+                os.close(fd)
 
     # -- inotify ---------------------------------------------------------------------------------
     def _try_inotify(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from krakenplug import cdi, fswatch
@@ -87,8 +88,15 @@ def _on_snapshot(manager: manager_mod.Manager, pulse: watcher.Pulse, snapshot: S
 
 
 def _follow_directory(directory: fswatch.DirectoryWatch, pulse: watcher.Pulse) -> None:
-    while not directory.closed:
-        if directory.wait(None):
+    try:
+        while not directory.closed:
+            if directory.wait(None):
+                pulse.bump()
+    except Exception:  # top of a thread: without a fallback a kubelet restart would go unnoticed
+        logger.exception("watching %s failed; checking it every %g s instead", directory.directory,
+                         watcher.FALLBACK_POLL_SECONDS)
+        while not directory.closed:
+            time.sleep(watcher.FALLBACK_POLL_SECONDS)
             pulse.bump()
 
 
