@@ -29,10 +29,10 @@ plugin, so no device is handed out twice.
 
 {{/*
 The vendor's classic extended resource name, for DeviceClass.spec.extendedResourceName: its
-resourceName, else the backend's default (the same defaults the backends use).
+resourceName, else krakenplug.pcl.ac.cn/<vendor>. A vendor whose backend default differs names it as
+resourceName in its values.yaml entry (a chart test holds the entries to the backends' DEFAULT_RESOURCE).
 Call with (dict "vendor" $vendor "cfg" $cfg).
 */}}
 {{- define "krakenplug.classicResource" -}}
-{{- $defaults := dict "kunlun" "baidu.com/xpu" "streamcomputing" "streamcomputing.com/npu" }}
-{{- .cfg.resourceName | default (get $defaults .vendor) | default (printf "krakenplug.pcl.ac.cn/%s" .vendor) }}
+{{- .cfg.resourceName | default (printf "krakenplug.pcl.ac.cn/%s" .vendor) }}
 {{- end }}

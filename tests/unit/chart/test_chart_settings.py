@@ -132,9 +132,11 @@ def test_vendor_options_pass_through_verbatim_and_are_validated_by_the_backend(r
                    "driver_root": "/host/driver-root", "sysfs_root": "/host/sys"},
         "ascend": {"driver_mounts": ["/usr/local/Ascend/driver"], "sysfs_root": "/host/sys"},
         "streamcomputing": {"mount_hpe_runtime": False, "max_devices_per_container": 2, "hpe_root": "/opt/hpe",
-                            "smi_path": "/opt/hpe/bin/stc-smi", "sysfs_root": "/host/sys"},
+                            "smi_path": "/opt/hpe/bin/stc-smi", "sysfs_root": "/host/sys",
+                            "resource_name": "streamcomputing.com/npu"},  # its values.yaml entry's resourceName
         "kunlun": {"sriov_config_file": "/etc/krakenplug-sriov/sriov.yaml", "sriov_node_label": "example.com/vfs",
-                   "pod_resources_socket": "/var/lib/kubelet/pod-resources/kubelet.sock", "sysfs_root": "/host/sys"},
+                   "pod_resources_socket": "/var/lib/kubelet/pod-resources/kubelet.sock", "sysfs_root": "/host/sys",
+                   "resource_name": "baidu.com/xpu"},
     }
     for vendor, options in expected.items():
         directory = tmp_path / vendor
@@ -149,7 +151,8 @@ def test_vendor_options_pass_through_verbatim_and_are_validated_by_the_backend(r
 
 def test_kunlun_without_sriov_ignores_the_vf_label(render, tmp_path, monkeypatch, clean_env) -> None:
     configmap = by_vendor(render(values=only(["kunlun"])), "ConfigMap")["kunlun"]
-    assert config_of(configmap)["backends"]["kunlun"] == {"sriov_node_label": None, "sysfs_root": "/host/sys"}
+    assert config_of(configmap)["backends"]["kunlun"] == {"sriov_node_label": None, "sysfs_root": "/host/sys",
+                                                          "resource_name": "baidu.com/xpu"}
     loaded = _load(configmap, tmp_path, monkeypatch)
     _create(loaded)
     assert loaded.selected_options().sriov_node_label is None  # type: ignore[attr-defined]
