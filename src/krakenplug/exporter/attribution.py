@@ -67,17 +67,23 @@ def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device], *,
     """
     resource_of = {device.id: device.resource for device in devices}
     decoder = replica_ids.Decoder(resource_of)
-    claimed = {f"{pool}/{resource_names.dns_label(device.id)}": device.id for device in devices} if dra_driver else {}
+    claimed: dict[str, list[str]] = {}
+    if dra_driver:  # a device by its DRA name; a whole partitionable device (DRA publishes it) is its partitions
+        for device in devices:
+            claimed[f"{pool}/{resource_names.dns_label(device.id)}"] = [device.id]
+        for device in devices:
+            if device.parent is not None and device.parent.id not in resource_of:
+                claimed.setdefault(f"{pool}/{resource_names.dns_label(device.parent.id)}", []).append(device.id)
     users: dict[str, set[tuple[str, str, str, str]]] = {}
     for allocation in allocations:
         if dra_driver and allocation.resource == dra_driver:
-            device_id = claimed.get(allocation.device_id)
-            if device_id is None:
-                continue
+            device_ids = claimed.get(allocation.device_id, [])
         else:
             device_id = decoder.physical_id(allocation.device_id)
             if device_id is None or resource_of[device_id] != allocation.resource:
                 continue
-        users.setdefault(device_id, set()).add(
-            (allocation.namespace, allocation.pod, allocation.container, resource_of[device_id]))
+            device_ids = [device_id]
+        for device_id in device_ids:
+            users.setdefault(device_id, set()).add(
+                (allocation.namespace, allocation.pod, allocation.container, resource_of[device_id]))
     return {device_id: DeviceUsers(tuple(sorted(found))) for device_id, found in users.items()}

@@ -57,6 +57,16 @@ def test_a_claimed_device_gets_its_own_resource_name_and_foreign_claims_are_igno
     assert attribution.assign(allocations, devices) == {}  # without our driver's name, none is ours
 
 
+def test_a_claim_on_a_whole_partitionable_device_is_attributed_to_every_partition():
+    parts = base.as_partitions([_device("MIG-a", 1000), _device("MIG-b", 1001)], parent_id="GPU-0", index=0,
+                               model="M", memory_total_mb=1, pci_bus_id=None)
+    other = _device("MIG-c", 2000)
+    users = attribution.assign(_flatten(_claim("whole", resource_names.dns_label("GPU-0")), _claim("one", "mig-c")),
+                               [*parts, other], dra_driver=DRIVER, pool=NODE)
+    assert {device: [pod for _, pod, _, _ in found.users] for device, found in users.items()} == {
+        "MIG-a": ["whole"], "MIG-b": ["whole"], "MIG-c": ["one"]}
+
+
 def test_a_device_shared_by_claims_is_counted_once():
     allocations = _flatten(_claim("a", "fake-0", share_id="s1"), _claim("b", "fake-0", share_id="s2"))
     users = attribution.assign(allocations, [_device("fake-0", 0)], dra_driver=DRIVER, pool=NODE)
