@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import describe, percentile, workdir, write_devices
+from _common import Targets, describe, percentile, workdir, write_devices
 from dra_common import DRIVER, dra_agent
 
 TARGET_SECONDS = 0.25
@@ -47,10 +47,11 @@ def main() -> int:
                 stream.append(seen["stream"])
     print(describe("health change -> slice taint", taint))
     print(describe("health change -> health stream", stream))
+    targets = Targets()
     for name, samples in (("taint", taint), ("stream", stream)):
-        print(f"ratio {name} p99 / {TARGET_SECONDS * 1000:.0f} ms = {percentile(samples, 0.99) / TARGET_SECONDS:.2f} "
-              "(target < 1)")
-    return 0
+        targets.check(f"health change -> {name} p99 / {TARGET_SECONDS * 1000:.0f} ms",
+                      percentile(samples, 0.99) / TARGET_SECONDS, 1.0, ratio=percentile(samples, 0.99) / TARGET_SECONDS)
+    return targets.exit_code()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import uuid
 
 import grpc
-from _common import describe, percentile, timed, workdir, write_devices
+from _common import Targets, describe, percentile, timed, workdir, write_devices
 from dra_common import DRIVER, NODE, DraNode, dra_agent
 
 from krakenplug.api import dra_v1_pb2 as dra_pb2
@@ -43,6 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
+    targets = Targets()
     for watch in (False, True):
         with workdir() as directory:
             write_devices(directory / "devices.yaml", 8)
@@ -56,8 +57,9 @@ def main() -> int:
         print(describe("NodePrepareResources, prepared claim (checkpoint)", again))
         for name, samples in (("new claim", fresh), ("prepared claim", again)):
             ratio = percentile(samples, 0.99) / percentile(floor, 0.99)
-            print(f"ratio {name} p99 / floor p99 = {ratio:.2f} (target <= {TARGET})")
-    return 0
+            targets.check(f"NodePrepareResources {name} p99 / floor p99 (dra.watch_claims={str(watch).lower()})",
+                          ratio, TARGET, ratio=ratio)
+    return targets.exit_code()
 
 
 def _measure(node: DraNode, stub: dra_grpc.DRAPluginStub, calls: int) -> tuple[list[float], ...]:

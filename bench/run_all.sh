@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 scripts=(startup allocate_latency health_propagation restart_reregistration idle_cpu memory scale
-         exporter_scrape exporter_memory)
+         exporter_scrape exporter_memory dra_prepare dra_health)
 missed=()
 log=$(mktemp)
 trap 'rm -f "${log}"' EXIT
