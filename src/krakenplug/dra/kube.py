@@ -108,10 +108,16 @@ class ResourceApi:
     def watch_claims(self, version: str, *, timeout_seconds: int) -> Any:
         """The raw streaming response of a watch on every ResourceClaim from ``version`` (lines of events)."""
         try:
-            return self._api.list_resource_claim_for_all_namespaces(
+            response = self._api.list_resource_claim_for_all_namespaces(
                 watch=True, resource_version=version or None, allow_watch_bookmarks=True,
                 timeout_seconds=timeout_seconds, _preload_content=False,
                 _request_timeout=(self._timeout, timeout_seconds + self._timeout))
+            status = getattr(response, "status", 200)
+            if not 200 <= status <= 299:  # a refusal the client handed back unraised: never read it as events
+                body = response.data
+                response.release_conn()
+                raise ApiException(status=status, reason=body.decode(errors="replace")[:200] if body else "")
+            return response
         except ApiException as err:
             raise ApiError(f"watch resourceclaims: HTTP {err.status} {_message(err)}", status=err.status) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:

@@ -626,7 +626,17 @@ class ResourceApiServer:
 
             def _watch(self, query: dict[str, list[str]]) -> None:
                 with server._lock:
-                    server.requests.append(Request("WATCH", self.path, None, 200))
+                    fault = next((i for i, (method, _) in enumerate(server._faults) if method in (None, "GET")), None)
+                    status = server._faults.pop(fault)[1] if fault is not None else 200
+                    server.requests.append(Request("WATCH", self.path, None, status))
+                if status != 200:
+                    data = json.dumps(_status(status, "injected failure")).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")

@@ -111,3 +111,23 @@ def test_the_driver_prepares_with_the_claim_cache_on(node: Node, run_driver) -> 
     answer = node.kubelet.prepare(DRIVER, [("team", uid, "c")])[uid]
     assert answer.error == "" and [d.device_name for d in answer.devices] == ["fake-0"]
     assert node.kubelet.unprepare(DRIVER, [("team", uid, "c")])[uid].error == ""
+
+
+def test_the_cache_recovers_from_refused_lists_and_watches(clean_env: None, tmp_path: Path) -> None:
+    with ResourceApiServer() as api:
+        kubeconfig = str(api.write_kubeconfig(tmp_path / "kubeconfig"))
+        resource = kube.ResourceApi(lambda: cluster_config.connect(kubeconfig), timeout_seconds=5)
+        cache = ClaimCache(resource, driver=DRIVER, pool=NODE)
+        api.fail(403, method="GET", times=3)  # the list, then the watches after it, are refused for a while
+        stop = threading.Event()
+        thread = threading.Thread(target=cache.run, args=(stop,), kwargs={"retry_initial": 0.05, "retry_max": 0.2})
+        thread.start()
+        try:
+            _allocated(api, "late", "u-late")
+            _until(lambda: cache.get("ns", "late", "u-late"))
+            assert cache.synced.is_set()
+            assert [r.status for r in api.requests if r.status == 403] == [403, 403, 403]
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+        assert not thread.is_alive()
