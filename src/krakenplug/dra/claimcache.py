@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import urllib3
@@ -69,7 +70,10 @@ class ClaimCache:
                 version = self._list()
                 delay = retry_initial
                 while not stop.is_set():
+                    started = time.monotonic()
                     version = self._watch(version, stop)
+                    if time.monotonic() - started < 1.0:  # ended at once (a proxy?): never a hot loop
+                        stop.wait(retry_initial)
             except ApiError as err:
                 self.synced.clear()
                 self._log.report("watch", str(err), logging.WARNING, "watching ResourceClaims failed (Prepare "
