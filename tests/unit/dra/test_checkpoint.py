@@ -63,3 +63,21 @@ def test_an_unreadable_checkpoint_is_moved_aside(tmp_path: Path) -> None:
     path.write_text("{not json\n{\n")
     assert Checkpoint(path).all() == []
     assert path.with_name("checkpoint.json.corrupt").read_text() == "{not json\n{\n"
+
+
+def test_prepares_only_append_compaction_waits_for_an_unprepare(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.json"
+    checkpoint = Checkpoint(path)
+    inode = os.stat(path).st_ino
+    for number in range(200):
+        checkpoint.put(_claim(str(number)))
+        if number < 100:
+            checkpoint.put(_claim(str(number)))  # a prepare written twice (its spec was lost): still appended
+    assert os.stat(path).st_ino == inode
+    for number in range(150):
+        checkpoint.drop(str(number))
+    assert os.stat(path).st_ino != inode  # compacted on an unprepare
+    checkpoint.close()
+    reloaded = Checkpoint(path).all()
+    assert sorted(int(c.uid) for c in reloaded) == list(range(150, 200))
+    assert reloaded[0] == _claim(reloaded[0].uid)  # the hand-written JSON round-trips
