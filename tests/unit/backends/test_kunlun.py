@@ -26,9 +26,12 @@ from fakelib import (
 )
 
 from krakenplug import cli, errors
+from krakenplug import resource_names as names
 from krakenplug.backends import base, create
 from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions, xpuml
+from krakenplug.dra import slices
 from krakenplug.hub import DeviceHub
+from krakenplug.testing.dra_api import pool_counter_problems, slice_problems
 
 GIB = 1 << 30
 BUS0, BUS1 = "0000:3b:00.0", "0000:86:00.0"
@@ -271,6 +274,11 @@ def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, 
     assert parent is not None and parent.pci_bus_id == BUS0 and parent.model == "R200-PF"
     assert dict(parent.counters)["partitions"] == 2
     assert [dict(d.consumes)["partitions"] for d in devices] == [1, 1]
+    # as the DRA driver publishes them: the card whole (all its VFs) and each VF, one counter set
+    objects = slices.build_pool(devices, driver="kunlun.krakenplug.pcl.ac.cn", node="n", generation=1).objects()
+    assert all(slice_problems(o) == [] for o in objects) and pool_counter_problems(objects) == []
+    published = {d["name"]: d for o in objects for d in o["spec"].get("devices", [])}
+    assert set(published) == {names.dns_label(parent.id), *(names.dns_label(d.id) for d in devices)}
     assert allocation.envs == {"XPU_VISIBLE_DEVICES": "2"}
     assert [n.container_path for n in allocation.device_nodes] == ["/dev/xpu5", "/dev/xpuctrl"]
 
