@@ -114,6 +114,9 @@ def _spread_over_devices(slots: Sequence[replicas.Slot],
     by_device: dict[str, list[replicas.Slot]] = {}
     for slot in slots:
         by_device.setdefault(slot.device.id, []).append(slot)
+    if len(by_device) == len(slots) and not any(per_device[device_id] for device_id in by_device):
+        yield from slots  # one slot per device, none chosen yet (no replicas): the order stays as it is
+        return
     order = sorted(by_device, key=lambda device_id: -len(by_device[device_id]))  # stable: keeps backend order
     start = {device_id: per_device[device_id] for device_id in order}
     for level in range(max((start[d] + len(by_device[d]) for d in order), default=0)):
