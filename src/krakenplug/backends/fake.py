@@ -3,7 +3,9 @@
 It serves the demo, the e2e tests and clusters without accelerators (kind). Editing the file is the
 fault-injection interface: change ``health``, ``utilization`` or ``memory_used_mb``, add or remove
 devices, or set ``faults`` to make samples fail or hang. A malformed edit is reported with the line and
-field, and the last good state is kept.
+field, and the last good state is kept. The file is watched with inotify (a stat poll every
+``watch_interval_seconds`` where that is unavailable): a file renamed into place, or a ConfigMap
+update, is read at once; an in-place write once the file was closed and quiet for ``settle_seconds``.
 
 File format::
 
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RESOURCE = "krakenplug.pcl.ac.cn/fake"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONFIGMAP_DATA = "..data"
 _SHOWN_CHARACTERS = 120
 
 
@@ -160,7 +163,8 @@ class FakeBackend:
         if path is None:  # the embedded default never changes
             stop.wait()
             return
-        watch = fswatch.DirectoryWatch(path.parent, names=(path.name,),
+        # In a ConfigMap volume the file is a symlink into ``..data``, which the kubelet replaces by renaming.
+        watch = fswatch.DirectoryWatch(path.parent, names=(path.name, _CONFIGMAP_DATA),
                                        poll_seconds=self._options.watch_interval_seconds)
         waker = threading.Thread(target=_close_on_stop, args=(stop, watch), name="fake-watch-stop", daemon=True)
         waker.start()
@@ -183,7 +187,8 @@ class FakeBackend:
         settle_at: float | None = None  # an in-place write is read once the file was quiet this long
         while not stop.is_set():
             timeout = None if settle_at is None else max(0.0, settle_at - time.monotonic())
-            change = watch.wait(timeout).get(name)
+            changes = watch.wait(timeout)
+            change = changes.get(name) or (fswatch.Change.MOVED_IN if _CONFIGMAP_DATA in changes else None)
             if stop.is_set():
                 return
             if change is fswatch.Change.MOVED_IN:  # renamed into place: complete, read it now

@@ -190,3 +190,27 @@ def test_the_watcher_reads_an_in_place_rewrite_only_once_it_is_complete(tmp_path
         stop.set()
         watcher.join(5)
     assert not watcher.is_alive()
+
+
+def test_a_configmap_update_is_seen_although_the_file_name_itself_never_changes(tmp_path: Path) -> None:
+    # The kubelet's layout of a ConfigMap volume: devices.yaml -> ..data/devices.yaml, ..data -> ..<version>;
+    # an update writes a new version directory and renames a new ..data link over the old one.
+    (tmp_path / "..v1").mkdir()
+    (tmp_path / "..v1" / "devices.yaml").write_text(TWO_DEVICES)
+    (tmp_path / "..data").symlink_to("..v1")
+    (tmp_path / "devices.yaml").symlink_to("..data/devices.yaml")
+    backend = _backend(tmp_path / "devices.yaml")
+    stop, changed = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=backend.watch_health, args=(stop, changed.set))
+    watcher.start()
+    try:
+        time.sleep(0.2)
+        (tmp_path / "..v2").mkdir()
+        (tmp_path / "..v2" / "devices.yaml").write_text(TWO_DEVICES.replace("health: Unhealthy", "health: Healthy"))
+        (tmp_path / "..data_tmp").symlink_to("..v2")
+        (tmp_path / "..data_tmp").replace(tmp_path / "..data")
+        assert changed.wait(5)
+        assert all(d.healthy for d in backend.devices())
+    finally:
+        stop.set()
+        watcher.join(5)
