@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -41,7 +42,7 @@ class PluginEndpoint:
         # A private subchannel pool: a restarted plugin on the same path must get a fresh connection.
         self._channel = grpc.insecure_channel(f"unix://{socket_path}", options=[("grpc.use_local_subchannel_pool", 1)])
         self._stub = dp_grpc.DevicePluginStub(self._channel)
-        self._stream: grpc.Future | None = None
+        self._stream: Any = None  # the ListAndWatch call: a cancellable iterator of responses
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -54,7 +55,8 @@ class PluginEndpoint:
                                   f"within {timeout:g}s") from None
 
     def get_options(self, *, timeout: float | None) -> dp_pb2.DevicePluginOptions:
-        return self._unary("GetDevicePluginOptions", dp_pb2.Empty(), timeout=timeout)
+        options: dp_pb2.DevicePluginOptions = self._unary("GetDevicePluginOptions", dp_pb2.Empty(), timeout=timeout)
+        return options
 
     def preferred_allocation(self, available: Sequence[str], must_include: Sequence[str],
                              size: int) -> list[str]:
@@ -67,7 +69,8 @@ class PluginEndpoint:
     def allocate(self, device_ids: Sequence[str]) -> dp_pb2.AllocateResponse:
         request = dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(
             devices_ids=list(device_ids))])
-        return self._unary("Allocate", request, timeout=self._call_timeout)
+        response: dp_pb2.AllocateResponse = self._unary("Allocate", request, timeout=self._call_timeout)
+        return response
 
     def pre_start(self, device_ids: Sequence[str]) -> None:
         request = dp_pb2.PreStartContainerRequest(devices_ids=list(device_ids))
@@ -105,7 +108,7 @@ class PluginEndpoint:
             logger.info("listandwatch for %s ended: %s", self.resource, reason)
         on_end(self, reason)
 
-    def _unary(self, method: str, request, *, timeout: float | None):
+    def _unary(self, method: str, request: Any, *, timeout: float | None) -> Any:
         self._record(method)
         try:
             return getattr(self._stub, method)(request, timeout=timeout)

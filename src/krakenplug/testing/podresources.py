@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -91,7 +92,8 @@ def pod_resources(allocations: Iterable[Allocation],
                   claims: Iterable[ClaimAllocation] = ()) -> list[pr_pb2.PodResources]:
     """Pods in the order they were admitted, containers in the order they got devices."""
     pods: dict[tuple[str, str], dict[str, list[Allocation | ClaimAllocation]]] = {}
-    for allocation in [*allocations, *claims]:
+    held: list[Allocation | ClaimAllocation] = [*allocations, *claims]
+    for allocation in held:
         containers = pods.setdefault((allocation.namespace, allocation.pod), {})
         containers.setdefault(allocation.container, []).append(allocation)
     return [pr_pb2.PodResources(name=name, namespace=namespace, containers=[
@@ -127,15 +129,17 @@ class _Lister(pr_grpc.PodResourcesListerServicer):
         self._limiter = limiter
         self._claims = claims
 
-    def List(self, request, context):
+    def List(self, request: Any, context: grpc.ServicerContext) -> pr_pb2.ListPodResourcesResponse:
         self._admit(context)
         return pr_pb2.ListPodResourcesResponse(pod_resources=pod_resources(self._allocations(), self._claims()))
 
-    def GetAllocatableResources(self, request, context):
+    def GetAllocatableResources(self, request: pr_pb2.AllocatableResourcesRequest,
+                                context: grpc.ServicerContext) -> pr_pb2.AllocatableResourcesResponse:
         self._admit(context)
         return pr_pb2.AllocatableResourcesResponse(devices=allocatable_devices(self._devices()))
 
-    def Get(self, request, context):
+    def Get(self, request: pr_pb2.GetPodResourcesRequest,
+            context: grpc.ServicerContext) -> pr_pb2.GetPodResourcesResponse:
         self._admit(context)
         wanted = [allocation for allocation in self._allocations()
                   if (allocation.pod, allocation.namespace) == (request.pod_name, request.pod_namespace)]
@@ -144,7 +148,7 @@ class _Lister(pr_grpc.PodResourcesListerServicer):
                           f"pod {request.pod_name} in namespace {request.pod_namespace} not found")
         return pr_pb2.GetPodResourcesResponse(pod_resources=pod_resources(wanted)[0])
 
-    def ListV1Alpha1(self, request, context):
+    def ListV1Alpha1(self, request: Any, context: grpc.ServicerContext) -> pr_pb2.ListPodResourcesResponse:
         # v1alpha1 has the same field numbers without topology; strip it so old clients see their shape.
         response = self.List(request, context)
         for pod in response.pod_resources:
@@ -190,6 +194,7 @@ class PodResourcesServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(grace=None).wait()
-            self._executor.shutdown(wait=True)
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
             self._server = None
             self.socket_path.unlink(missing_ok=True)
