@@ -74,3 +74,17 @@ def test_fail_on_init_error_exits_3_when_the_backend_cannot_open(tmp_path: Path)
         capture_output=True, text=True, timeout=60)
     assert result.returncode == cli.EXIT_BACKEND
     assert "absent.yaml" in result.stderr
+
+
+def test_version_is_the_installed_distributions_and_costs_no_metadata_lookup(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"krakenplug {metadata.version('krakenplug')}"
+    # importlib.metadata costs ~30 ms at start-up; the version is a constant in krakenplug/_version.py.
+    probe = "import sys, krakenplug; print('importlib.metadata' in sys.modules, krakenplug.__version__)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", metadata.version("krakenplug")]

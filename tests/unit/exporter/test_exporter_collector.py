@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 
 import pytest
 from exporter_helpers import (
@@ -262,6 +263,7 @@ def test_pod_map_freshness_metrics(scrape):
     assert metrics["krakenplug_podresources_last_success_timestamp_seconds"] == [({}, 0.0)]
     (labels, value), = metrics["krakenplug_exporter_build_info"]
     assert value == 1.0 and set(labels) == {"version", "python_version"}
+    assert labels["version"] == importlib.metadata.version("krakenplug")  # the static _version.py agrees
 
 
 def test_health_states(tmp_path):
