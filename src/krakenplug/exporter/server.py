@@ -7,15 +7,18 @@ and only that (docs/exporter.md, "HTTP"):
 - **Time bounds on clients.** A connection must send its request within ``request_timeout`` of connecting
   (TLS handshake included) or of its first byte; a keep-alive connection may idle up to
   ``idle_timeout`` between requests; an answer must be taken within ``answer_timeout``. One watchdog
-  thread drops a connection past its deadline and logs one line; everyone else is served meanwhile.
+  thread drops a connection past its deadline and logs one line; everyone else is served meanwhile. It
+  sleeps until the earliest deadline of an open connection, and with none open until one connects: an
+  idle exporter wakes for nothing.
 - **No wedge at the connection cap.** At ``max_connections`` the longest-idle keep-alive connection
   makes room; if none is idle the newcomer is closed at once (one line). Every other state is bounded
   by a deadline, so the cap frees itself. No lock is held while calling anything that takes a lock.
 - **TLS per connection.** The handshake runs on the connection's thread under its deadline, never in
   the accept loop (where one silent client would block every other).
 - **Keep-alive (HTTP/1.1).** Prometheus keeps its connection open, so a scrape starts no thread.
-- **Prompt stop.** ``stop()`` returns within about a second whatever clients do: the accept loop polls
-  every 0.2 s, every connection is shut down, and connection threads are daemons.
+- **Prompt stop.** ``stop()`` returns within about a second whatever clients do: the accept loop waits
+  on the listening socket and a wake-up socket (socketserver's loop instead polls every ``poll_interval``),
+  every connection is shut down, and connection threads are daemons.
 - **Quiet failures.** A client that disconnects, times out or fails the handshake costs one log line,
   never a traceback; the listen backlog (1024) keeps bursts of 200 concurrent scrapes from waiting on
   SYN retransmits.
@@ -27,6 +30,7 @@ import dataclasses
 import errno
 import io
 import logging
+import selectors
 import socket
 import ssl
 import sys
@@ -47,8 +51,6 @@ __all__ = ["Limits", "MetricsServer", "parse_address"]
 logger = logging.getLogger(__name__)
 
 WSGIApp = Callable[..., Any]
-_WATCHDOG_PERIOD_SECONDS = 0.25
-_POLL_SECONDS = 0.2
 _JOIN_SECONDS = 0.5
 
 
@@ -74,7 +76,8 @@ def parse_address(address: str) -> tuple[str, int]:
 class _Connection:
     """One client: its socket (replaced by the TLS one after the handshake), state and deadline."""
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, peer: str, deadline: float,
+                 rescheduled: Callable[[float], None]) -> None:
         self.sock = sock
         self.peer = peer
         self.state = "request"
@@ -82,10 +85,12 @@ class _Connection:
         self.deadline = deadline
         self.dropped = ""  # why the watchdog (or the cap) dropped it; empty while alive
         self.thread: threading.Thread | None = None
+        self._rescheduled = rescheduled
 
     def expect(self, state: str, seconds: float) -> None:
         self.since = time.monotonic()
         self.state, self.deadline = state, self.since + seconds
+        self._rescheduled(self.deadline)
 
     def drop(self, reason: str) -> None:
         """Ends the connection from another thread; its own thread then fails its read or write and exits."""
@@ -110,8 +115,13 @@ class _Server(ThreadingWSGIServer):
         self.tls = tls
         self._connections: dict[socket.socket, _Connection] = {}
         self._lock = threading.Lock()
+        self._deadlines = threading.Condition(self._lock)  # the watchdog sleeps on it
+        self._next_wake: float | None = None  # when the watchdog wakes next; None: when notified
         self._stopped = threading.Event()
+        self._serving = threading.Event()
+        self._served = threading.Event()
         super().__init__(address, _Handler)
+        self._wake_reader, self._wake_writer = socket.socketpair()  # after the bind, which may fail
         self.set_app(app)
         self._watchdog = threading.Thread(target=self._watch, name="krakenplug-exporter-watchdog", daemon=True)
         self._watchdog.start()
@@ -130,7 +140,9 @@ class _Server(ThreadingWSGIServer):
             else:
                 refused = False
             if not refused:
-                self._connections[request] = _Connection(request, peer, time.monotonic() + self.limits.request_timeout)
+                deadline = time.monotonic() + self.limits.request_timeout
+                self._connections[request] = _Connection(request, peer, deadline, self._rescheduled)
+                self._wake_watchdog_for(deadline)
         if victim is not None:
             logger.warning("exporter: dropped idle client %s to make room (%d connections open)",
                            victim.peer, self.limits.max_connections)
@@ -175,25 +187,81 @@ class _Server(ThreadingWSGIServer):
         else:
             logger.error("exporter: serving client %s failed", peer, exc_info=err)
 
+    # -- the accept loop --------------------------------------------------------------------------
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """socketserver's loop without its ``poll_interval`` wake-ups: :meth:`shutdown` wakes it instead."""
+        self._serving.set()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stopped.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self and not self._stopped.is_set():
+                            self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            self._served.set()
+
+    def shutdown(self) -> None:
+        """Ends :meth:`serve_forever` (from another thread) and waits for it, as socketserver's does."""
+        self._stopped.set()
+        self._wake_reader_now()
+        if self._serving.is_set():
+            self._served.wait()
+
+    def _wake_reader_now(self) -> None:
+        try:
+            self._wake_writer.send(b"\0")
+        except OSError:
+            pass  # already closed: nothing left to wake
+
     # -- deadlines ---------------------------------------------------------------------------------
+    def _rescheduled(self, deadline: float) -> None:
+        with self._lock:
+            self._wake_watchdog_for(deadline)
+
+    def _wake_watchdog_for(self, deadline: float) -> None:
+        """With the lock held: a new deadline; wake the watchdog only if it would sleep past it."""
+        if self._next_wake is None or deadline < self._next_wake:
+            self._deadlines.notify()
+
     def _watch(self) -> None:
-        while not self._stopped.wait(_WATCHDOG_PERIOD_SECONDS):
-            now = time.monotonic()
+        while True:
             with self._lock:
-                late = [c for c in self._connections.values() if not c.dropped and c.deadline <= now]
+                late = self._sleep_until_late()
+            if late is None:
+                return
             for connection in late:
                 logger.warning("exporter: dropped client %s: %s", connection.peer, _late(connection, self.limits))
                 connection.drop("timeout")
 
+    def _sleep_until_late(self) -> list[_Connection] | None:
+        """With the lock held: blocks until some connection is past its deadline; None once stopped."""
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            pending = [c for c in self._connections.values() if not c.dropped]
+            late = [c for c in pending if c.deadline <= now]
+            if late:
+                self._next_wake = now
+                return late
+            self._next_wake = min((c.deadline for c in pending), default=None)
+            self._deadlines.wait(None if self._next_wake is None else self._next_wake - now)
+        return None
+
     def close_everything(self) -> None:
         """After the accept loop ended: drop every connection, free the port, give threads a moment."""
         self._stopped.set()
+        with self._lock:
+            self._deadlines.notify_all()
         self._watchdog.join(timeout=_JOIN_SECONDS)
         with self._lock:
             connections = list(self._connections.values())
         for connection in connections:
             connection.drop("stopping")
         self.server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
         deadline = time.monotonic() + _JOIN_SECONDS
         for connection in connections:
             if connection.thread is not None:
@@ -283,8 +351,8 @@ class MetricsServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": _POLL_SECONDS},
-                                        name="krakenplug-exporter-http", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="krakenplug-exporter-http",
+                                        daemon=True)
         self._thread.start()
         scheme = "https" if self._server.tls() is not None else "http"
         logger.info("serving metrics on %s://%s (/metrics, /healthz)", scheme, self.address)
