@@ -226,13 +226,14 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     devices = hub.DeviceHub(backend, poll_seconds=hub_poll_seconds(config), name=config.backend)
     devices.start(stop)
     failures: list[str] = []
+    refused: list[str] = []  # components that refused their settings: exit 2, as for any invalid setting
 
     def _run(name: str) -> None:
         try:
             importlib.import_module(f"krakenplug.{name}").run(config, devices, stop)
         except errors.ConfigError as err:  # a setting that cannot work (busy port, bad file): one line, no traceback
             logger.error("component %s cannot start: %s", name, err)
-            failures.append(name)
+            refused.append(name)
             stop.set()
         except errors.RegistrationError as err:  # another plugin on our socket, a crash loop: one clear line
             logger.error("component %s stopped: %s", name, err)
@@ -254,7 +255,7 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     devices.join()
     backend.close()
     logger.info("krakenplug stopped")
-    return 1 if failures else 0
+    return EXIT_CONFIG if refused else 1 if failures else 0
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

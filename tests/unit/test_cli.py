@@ -20,9 +20,10 @@ def _isolated_env(clean_env: None) -> None:
 def test_devices_prints_a_table_for_people(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["devices", "--backend", "fake"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["INDEX", "ID", "MODEL", "MEMORY(MB)", "NUMA", "HEALTH", "PCI", "RESOURCE"]
-    assert lines[1].split()[:6] == ["0", "fake-0", "KrakenSim-80G", "81920", "0", "Healthy"]
-    assert len(lines) == 5
+    assert lines[0] == "backend fake: library fake devices file, API krakenplug fake v1, path embedded"
+    assert lines[1].split() == ["INDEX", "ID", "MODEL", "MEMORY(MB)", "NUMA", "HEALTH", "PCI", "RESOURCE"]
+    assert lines[2].split()[:6] == ["0", "fake-0", "KrakenSim-80G", "81920", "0", "Healthy"]
+    assert len(lines) == 6
 
 
 def test_devices_json_has_the_documented_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,7 @@ def open_backend(settings: Settings) -> base.Backend:
     except errors.BackendUnavailable as err:
         if settings.fail_on_init_error:
             raise
-        _log_unavailable(settings.backend, err, vendor_library=isinstance(backend, base.SupportsLibraryInfo))
+        _log_unavailable(settings.backend, err, vendor_library=settings.backend != "fake")
         return fallback.RetryingBackend(backend, first_error=err)
     return backend
 

@@ -51,6 +51,10 @@ _CONFIGMAP_DATA = "..data"
 _SHOWN_CHARACTERS = 120
 
 
+class NotADevicesFile(errors.ConfigError):
+    """The devices file is not text at all (a binary file): named by mistake rather than mis-edited."""
+
+
 class FakeOptions(base.BackendOptions):
     devices_file: Path | None = Field(None, description="YAML device file; None uses the embedded default.")
     watch_interval_seconds: float = Field(
@@ -119,6 +123,7 @@ class FakeBackend:
         self._state: _State | None = None
         self._stamp: tuple[int, int, int] | None = None
         self._watching = False
+        self._opened = False
         self.last_error: str | None = None
 
     @property
@@ -126,8 +131,13 @@ class FakeBackend:
         return str(self._options.devices_file) if self._options.devices_file else "<embedded default>"
 
     def open(self) -> None:
+        first, self._opened = not self._opened, True
         try:
             self._reload(force=True)
+        except NotADevicesFile as err:
+            if first:  # the file named at start is binary: a wrong path, not an edit to wait out (exit 2)
+                raise
+            raise errors.BackendUnavailable(str(err)) from err
         except errors.ConfigError as err:
             raise errors.BackendUnavailable(str(err)) from err
 
@@ -177,6 +187,10 @@ class FakeBackend:
 
     def driver_version(self) -> str | None:
         return "fake-1.0"
+
+    def library_info(self) -> base.LibraryInfo:
+        path = str(self._options.devices_file) if self._options.devices_file else "embedded"
+        return base.LibraryInfo(library="fake devices file", api="krakenplug fake v1", path=path)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -258,10 +272,13 @@ class FakeBackend:
             raise errors.ConfigError(f"fake devices file {self.source}: larger than {limit} bytes "
                                      f"(backends.fake.max_file_bytes); not read")
         try:
-            return data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise errors.ConfigError(f"fake devices file {self.source}: not UTF-8 text (byte {err.start}: "
-                                     f"{data[err.start:err.start + 1]!r})") from None
+            raise NotADevicesFile(f"fake devices file {self.source}: not UTF-8 text (byte {err.start}: "
+                                  f"{data[err.start:err.start + 1]!r})") from None
+        if "\0" in text:
+            raise NotADevicesFile(f"fake devices file {self.source}: not a text file (NUL at byte {data.index(0)})")
+        return text
 
     def _load(self) -> _State:
         parsed = parse_devices_file(self._read_text(), source=self.source)

@@ -220,8 +220,18 @@ def test_backend_info_names_the_library_api_and_path(scrape):
          "vendor_path": "krakensim+sysfs", "vendor_reason": "krakensimInit succeeded"}, 1.0)]
 
 
+class _WithoutLibraryInfo(FakeBackend):
+    library_info = None  # opts out of SupportsLibraryInfo, as a backend that never had it
+
+
 def test_no_backend_info_from_a_backend_without_library_info(scrape):
-    assert "krakenplug_backend_info" not in scrape(fake_backend())
+    assert "krakenplug_backend_info" not in scrape(fake_backend(cls=_WithoutLibraryInfo))
+
+
+def test_the_fake_backend_names_its_devices_file(scrape):
+    assert scrape(fake_backend())["krakenplug_backend_info"] == [(
+        {"vendor": "fake", "vendor_library": "fake devices file", "vendor_api": "krakenplug fake v1",
+         "vendor_path": "embedded", "vendor_reason": ""}, 1.0)]
 
 
 class _BrokenLibraryInfo(FakeBackend):
