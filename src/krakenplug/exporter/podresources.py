@@ -9,6 +9,11 @@ at most twice a second whatever the settings say, and back off exponentially whi
 missing socket or a slow kubelet (5 s deadline) never blocks a scrape: metrics carry empty pod labels
 and ``krakenplug_podresources_up`` says 0. The last good map is kept for a short while after a failure
 (``keep_seconds``) so that one failed call does not make pod labels flap.
+
+Nobody scraping for ``IDLE_AFTER_SECONDS`` (longer than any usual scrape interval) slows the refresh to
+half of ``keep_seconds`` (15 s by default), so that an idle node does not call the kubelet for nothing
+and the map never goes stale meanwhile; the first scrape after that wakes an immediate refresh, and the
+normal period applies again from there.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MIN_INTERVAL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 60.0
+IDLE_AFTER_SECONDS = 120.0
 
 
 class PodResourcesWatcher:
@@ -54,7 +60,10 @@ class PodResourcesWatcher:
         self._error = "no PodResources call made yet"
         self._backoff = 0.0
         self._client = PodResourcesClient(self.socket_path, call_timeout_seconds=call_timeout_seconds)
+        self._last_read = clock()  # the first scrapes after start find a map refreshed at the normal period
+        self._slowed = False  # the loop is waiting the idle period; the next scrape wakes it
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -63,15 +72,25 @@ class PodResourcesWatcher:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._client.close()  # cancels a call in flight, so stopping never waits for a slow kubelet
         if self._thread is not None:
             self._thread.join(timeout=self.call_timeout_seconds + 5)
             self._thread = None
         self._client.close()
 
+    @property
+    def idle_refresh_seconds(self) -> float:
+        return max(self.refresh_seconds, self.keep_seconds / 2)
+
     def current(self) -> attribution.PodAttribution:
         with self._lock:
-            fresh = self._last_success is not None and self._clock() - self._last_success <= self.keep_seconds
+            now = self._clock()
+            self._last_read = now
+            if self._slowed:
+                self._slowed = False
+                self._wake.set()
+            fresh = self._last_success is not None and now - self._last_success <= self.keep_seconds
             return attribution.PodAttribution(
                 allocations=self._allocations if fresh else (),
                 up=self._up,
@@ -96,10 +115,18 @@ class PodResourcesWatcher:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def next_delay(self, delay: float) -> float:
+        """``delay`` from :meth:`refresh_once`, stretched to the idle period when nobody has scraped lately."""
+        with self._lock:
+            idle = self._clock() - self._last_read >= IDLE_AFTER_SECONDS
+            self._slowed = idle and self.idle_refresh_seconds > delay
+            return self.idle_refresh_seconds if self._slowed else delay
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            delay = self.refresh_once()
-            self._stop.wait(max(delay, MIN_INTERVAL_SECONDS))
+            delay = self.next_delay(self.refresh_once())
+            self._wake.wait(max(delay, MIN_INTERVAL_SECONDS))
+            self._wake.clear()
 
     def _succeeded(self, allocations: tuple[attribution.Allocation, ...]) -> None:
         with self._lock:

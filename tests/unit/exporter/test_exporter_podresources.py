@@ -9,7 +9,7 @@ import pytest
 from exporter_helpers import RESOURCE, FakeKubelet, container, pod, response
 
 from krakenplug.exporter.attribution import Allocation
-from krakenplug.exporter.podresources import MAX_BACKOFF_SECONDS, PodResourcesWatcher
+from krakenplug.exporter.podresources import IDLE_AFTER_SECONDS, MAX_BACKOFF_SECONDS, PodResourcesWatcher
 
 
 class Clock:
@@ -133,3 +133,34 @@ def test_the_background_thread_refreshes_and_stops(fake_kubelet, watcher_for):
     calls = fake_kubelet.calls
     time.sleep(0.6)
     assert fake_kubelet.calls == calls
+
+
+def test_nobody_scraping_slows_the_refresh_and_a_scrape_wakes_it(fake_kubelet, watcher_for):
+    clock = Clock()
+    watcher = watcher_for(fake_kubelet.socket_path, refresh_seconds=5.0, keep_seconds=30.0, clock=clock)
+    assert watcher.next_delay(watcher.refresh_once()) == 5.0  # just started: the normal period
+    clock.now += IDLE_AFTER_SECONDS
+    assert watcher.next_delay(watcher.refresh_once()) == 15.0  # idle: half the keep window, never stale
+    assert watcher.current().up  # a scrape reads the map, still within keep_seconds, and ends the idle period
+    assert watcher.next_delay(watcher.refresh_once()) == 5.0  # scraped lately: the normal period again
+    clock.now += IDLE_AFTER_SECONDS
+    fake_kubelet.error = (grpc.StatusCode.RESOURCE_EXHAUSTED, "rejected by rate limit")
+    for _ in range(5):
+        watcher.refresh_once()
+    assert watcher.next_delay(watcher.refresh_once()) == MAX_BACKOFF_SECONDS  # a longer backoff is kept
+
+
+def test_the_background_thread_refreshes_at_once_when_a_scrape_ends_the_idle_period(fake_kubelet, watcher_for):
+    clock = Clock()
+    watcher = watcher_for(fake_kubelet.socket_path, refresh_seconds=5.0, clock=clock)
+    clock.now += IDLE_AFTER_SECONDS  # nobody has scraped since start
+    watcher.start()
+    deadline = time.monotonic() + 10
+    while fake_kubelet.calls < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert fake_kubelet.calls == 1  # waiting the idle period now
+    watcher.current()
+    while fake_kubelet.calls < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_kubelet.calls == 2
