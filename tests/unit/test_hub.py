@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -157,3 +158,77 @@ def test_transition_log_reports_starts_changes_and_recoveries_once(caplog: pytes
         assert log.clear("k", logging.INFO, "recovered")
         assert not log.clear("k", logging.INFO, "recovered")
     assert [r.getMessage() for r in caplog.records] == ["failed: e1", "failed: e2", "recovered"]
+
+
+def test_an_event_is_read_on_the_event_thread_one_read_at_a_time() -> None:
+    class _Overlaps(_EventBackend):
+        def __init__(self, devices: Sequence[base.Device]) -> None:
+            super().__init__(devices)
+            self.inside = 0
+            self.most_inside = 0
+            self.guard = threading.Lock()
+
+        def devices(self) -> Sequence[base.Device]:
+            with self.guard:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            try:
+                threading.Event().wait(0.002)  # long enough for the poll thread and the event thread to meet
+                return super().devices()
+            finally:
+                with self.guard:
+                    self.inside -= 1
+
+    backend = _Overlaps([_device("a")])
+    hub = DeviceHub(backend, poll_seconds=0.001)  # the poll thread reads all the time
+    readers: list[str] = []
+    hub.subscribe(lambda snapshot: readers.append(threading.current_thread().name))
+    stop = threading.Event()
+    hub.start(stop)
+    try:
+        for flip in range(20):
+            backend.current = [_device("a", base.Health.UNHEALTHY if flip % 2 == 0 else base.Health.HEALTHY)]
+            before = hub.snapshot().version
+            backend.fire.set()
+            assert hub.wait_for_change(before, timeout=5).version > before
+        assert backend.most_inside == 1
+        assert "device-hub-events" in readers  # no hop to the poll thread when it is free
+    finally:
+        hub.stop_waiters(stop)
+        hub.join()
+
+
+def test_a_change_reported_during_a_read_is_read_after_it() -> None:
+    class _Slow(_ScriptedBackend):
+        def __init__(self, devices: Sequence[base.Device]) -> None:
+            super().__init__(devices)
+            self.entered, self.release = threading.Event(), threading.Event()
+            self.block = False
+
+        def devices(self) -> Sequence[base.Device]:
+            taken = super().devices()
+            if self.block:
+                self.entered.set()
+                self.release.wait(5)
+            return taken
+
+    backend = _Slow([_device("a")])
+    hub = DeviceHub(backend, poll_seconds=3600)
+    stop = threading.Event()
+    first = hub.start(stop)
+    try:
+        backend.block = True
+        reader = threading.Thread(target=hub.refresh)
+        reader.start()
+        assert backend.entered.wait(5)
+        backend.block = False
+        backend.current = [_device("b")]  # after the blocked read took its (unchanged) list
+        started = time.monotonic()
+        hub.changed()  # the read in flight holds the lock: the poll thread is to read again after it
+        assert time.monotonic() - started < 1.0
+        backend.release.set()
+        reader.join(5)
+        assert hub.wait_for_change(first.version, timeout=5).devices == (_device("b"),)
+    finally:
+        hub.stop_waiters(stop)
+        hub.join()
