@@ -29,7 +29,7 @@ import pytest
 import yaml
 from shiplib import REPO_ROOT
 
-from krakenplug import cli, settings
+from krakenplug import backends, cli, settings
 
 README = (REPO_ROOT / "README.md").read_text()
 PAGES_URL = "https://c2net-ai.github.io/krakenplug"
@@ -302,6 +302,13 @@ def test_readme_settings_block_shows_the_real_defaults() -> None:
     assert shown["log"] == {"level": defaults.log.level, "format": defaults.log.format}
     assert shown["plugin"]["replicas"] == defaults.plugin.replicas
     assert shown["exporter"]["address"] == defaults.exporter.address
+    real = defaults.model_dump(mode="json")
+    for section in ("plugin", "exporter", "discovery", "dra"):  # every field, with its real default
+        assert shown[section] == real[section], f"README Settings block, section {section}"
+    assert shown["cdi_dir"] == real["cdi_dir"]
+    options = backends.options_class("nvidia")().model_dump(mode="json")
+    example_defaults = {key: value for key, value in shown["backends"]["nvidia"].items() if key != "resources"}
+    assert example_defaults == {key: options[key] for key in example_defaults}
 
 
 def _apt_packages() -> set[str]:
