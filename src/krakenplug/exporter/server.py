@@ -198,7 +198,8 @@ class _Server(ThreadingWSGIServer):
                 while not self._stopped.is_set():
                     for key, _ in selector.select():
                         if key.fileobj is self and not self._stopped.is_set():
-                            self._handle_request_noblock()
+                            # socketserver's own accept-verify-process step (not in typeshed)
+                            self._handle_request_noblock()  # type: ignore[attr-defined]
                     self.service_actions()
         finally:
             self._served.set()
