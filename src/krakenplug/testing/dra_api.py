@@ -34,13 +34,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-Json = dict[str, Any]
+from krakenplug.testing.api_stand_in import ApiStandIn, Json, JsonHandler, status_object as _status
 
 _PREFIX = "/apis/resource.k8s.io/v1"
 _SLICES = re.compile(rf"^{_PREFIX}/resourceslices(?:/([^/]+))?$")
@@ -275,7 +273,7 @@ class Request:
     status: int
 
 
-class ResourceApiServer:
+class ResourceApiServer(ApiStandIn):
     """See the module docstring; use as a context manager."""
 
     def __init__(self, *, partitionable_devices: bool = True) -> None:
@@ -289,39 +287,13 @@ class ResourceApiServer:
         self._closing = False
         self._watches = 0
         self._faults: list[tuple[str | None, int]] = []
-        self._version = 1000
         self.requests: list[Request] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-resource-api",
-                                        daemon=True)
+        super().__init__(self._handler_class(), thread_name="fake-resource-api", first_version=1000)
 
-    def __enter__(self) -> ResourceApiServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def _closing_down(self) -> None:
         with self._lock:
             self._closing = True  # open watches end
             self._lock.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: stand-in\n  cluster:\n    server: {self.url}\n"
-            "users:\n- name: tester\n  user:\n    token: test-token\n"
-            "contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n"
-            "current-context: stand-in\n"
-        )
-        return path
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -493,9 +465,6 @@ class ResourceApiServer:
         }
         return self.put_claim(claim)
 
-    def _bump(self) -> str:
-        self._version += 1
-        return str(self._version)
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -595,7 +564,7 @@ class ResourceApiServer:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the real API server: the client reuses connections
             disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart (delayed ACK)
 
@@ -605,8 +574,7 @@ class ResourceApiServer:
                 if self.command == "GET" and url.path == _ALL_CLAIMS and query.get("watch") == ["true"]:
                     self._watch(query)
                     return
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self.read_body()
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -614,15 +582,7 @@ class ResourceApiServer:
                 status, payload = server._answer(self.command, self.path, body)
                 with server._lock:
                     server.requests.append(Request(self.command, self.path, body, status))
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                self.send_json(status, payload)
 
             def _watch(self, query: dict[str, list[str]]) -> None:
                 with server._lock:
@@ -630,12 +590,7 @@ class ResourceApiServer:
                     status = server._faults.pop(fault)[1] if fault is not None else 200
                     server.requests.append(Request("WATCH", self.path, None, status))
                 if status != 200:
-                    data = json.dumps(_status(status, "injected failure")).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self.send_json(status, _status(status, "injected failure"))
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -656,9 +611,6 @@ class ResourceApiServer:
 
             do_GET = do_PUT = do_POST = do_DELETE = _serve
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
         return Handler
 
 
@@ -669,8 +621,3 @@ def _allocated(claim: Any) -> list[tuple[str, int | None]]:
                 for result in claim["status"]["allocation"]["devices"]["results"]]
     except (KeyError, TypeError, AttributeError):
         return []
-
-
-def _status(code: int, message: str, reason: str | None = None) -> Json:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason or HTTPStatus(code).phrase.replace(" ", ""), "code": code}

@@ -19,10 +19,10 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from krakenplug.testing.api_stand_in import ApiStandIn, JsonHandler, status_object
 
 _NODE_PATH = re.compile(r"^/api/v1/nodes/([^/?]+)(\?.*)?$")
 _MERGE_TYPES = ("application/merge-patch+json", "application/strategic-merge-patch+json")
@@ -74,47 +74,20 @@ class Fault:
     method: str | None = None  # None: the next request of any method
 
 
-class FakeApiServer:
+class FakeApiServer(ApiStandIn):
     """Serves nodes on http://127.0.0.1:<port>; use as a context manager."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._nodes: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
-        self._version = 100
         self._closing = threading.Event()
         self.requests: list[Request] = []
         self.before_patch: Callable[[str], None] | None = None
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-apiserver",
-                                        daemon=True)
+        super().__init__(self._handler_class(), thread_name="fake-apiserver", first_version=100)
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()  # joins the request threads
-        self._thread.join(timeout=10)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def write_kubeconfig(self, path: Path) -> Path:
-        path.write_text(
-            "apiVersion: v1\nkind: Config\n"
-            f"clusters:\n- name: stand-in\n  cluster:\n    server: {self.url}\n"
-            "users:\n- name: tester\n  user:\n    token: test-token\n"
-            "contexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\n"
-            "current-context: stand-in\n"
-        )
-        return path
+    def _closing_down(self) -> None:
+        self._closing.set()  # a delayed answer goes out now
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -146,10 +119,6 @@ class FakeApiServer:
         with self._lock:
             return [r for r in self.requests if method is None or r.method == method]
 
-    def _bump(self) -> str:
-        self._version += 1
-        return str(self._version)
-
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _take_fault(self, method: str) -> Fault | None:
@@ -164,46 +133,46 @@ class FakeApiServer:
         if fault and fault.delay:
             self._closing.wait(fault.delay)
         if fault and fault.status:
-            return fault.status, _status(fault.status, "injected failure")
+            return fault.status, status_object(fault.status, "injected failure")
         match = _NODE_PATH.match(path)
         if not match:
-            return 404, _status(404, f"no route for {path}")
+            return 404, status_object(404, f"no route for {path}")
         name = match.group(1)
         if method == "GET":
             return self._get(name)
         if method == "PATCH":
             return self._patch(name, content_type, raw)
-        return 405, _status(405, f"{method} is not supported here")
+        return 405, status_object(405, f"{method} is not supported here")
 
     def _get(self, name: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
             node = self._nodes.get(name)
             if node is None:
-                return 404, _status(404, f'nodes "{name}" not found', reason="NotFound")
+                return 404, status_object(404, f'nodes "{name}" not found', reason="NotFound")
             return 200, copy.deepcopy(node)
 
     def _patch(self, name: str, content_type: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         if content_type.split(";")[0].strip() not in _MERGE_TYPES:
-            return 415, _status(415, f"the stand-in does not take patches of type {content_type!r}")
+            return 415, status_object(415, f"the stand-in does not take patches of type {content_type!r}")
         try:
             patch = json.loads(raw)
         except ValueError as err:
-            return 400, _status(400, f"invalid JSON: {err}")
+            return 400, status_object(400, f"invalid JSON: {err}")
         if self.before_patch is not None:
             self.before_patch(name)
         with self._lock:
             node = self._nodes.get(name)
             if node is None:
-                return 404, _status(404, f'nodes "{name}" not found', reason="NotFound")
+                return 404, status_object(404, f'nodes "{name}" not found', reason="NotFound")
             wanted = (patch.get("metadata") or {}).get("resourceVersion")
             if wanted is not None and wanted != node["metadata"]["resourceVersion"]:
-                return 409, _status(409, f'Operation cannot be fulfilled on nodes "{name}": the object has been '
+                return 409, status_object(409, f'Operation cannot be fulfilled on nodes "{name}": the object has been '
                                          "modified; please apply your changes to the latest version", reason="Conflict")
             patched = merge_patch(node, patch)
             for key, value in (patched["metadata"].get("labels") or {}).items():
                 problem = label_problem(key, value)
                 if problem:
-                    return 422, _status(422, problem, reason="Invalid")
+                    return 422, status_object(422, problem, reason="Invalid")
             patched["metadata"]["resourceVersion"] = self._bump()
             self._nodes[name] = patched
             return 200, copy.deepcopy(patched)
@@ -211,10 +180,9 @@ class FakeApiServer:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                raw = self.read_body()
                 content_type = self.headers.get("Content-Type") or ""
                 status, payload = server._answer(self.command, self.path, content_type, raw)
                 try:
@@ -223,24 +191,8 @@ class FakeApiServer:
                     body = raw
                 with server._lock:
                     server.requests.append(Request(self.command, self.path, content_type, body, status))
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up waiting (timeout tests)
+                self.send_json(status, payload)
 
             do_GET = do_PATCH = do_PUT = do_POST = _serve
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
         return Handler
-
-
-def _status(code: int, message: str, *, reason: str | None = None) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason or HTTPStatus(code).phrase.replace(" ", ""), "code": code}
