@@ -46,9 +46,18 @@ def agent(directory: Path, devices_file: Path, *, replicas: int = 1, extra: Sequ
           env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """``krakenplug run`` with the device plugin (and only it, unless ``extra`` says otherwise),
     stopped with SIGTERM afterwards."""
-    command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--fake-devices", str(devices_file),
-               "--device-plugin-dir", str(directory), "--replicas", str(replicas), "--no-discovery",
-               "--log-level", "warning", *extra]
+    with agent_process(["--fake-devices", str(devices_file), "--device-plugin-dir", str(directory),
+                        "--replicas", str(replicas), "--no-discovery", "--log-level", "warning", *extra],
+                       env=env) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def agent_process(arguments: Sequence[str], *, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """``krakenplug run --backend fake <arguments>`` as its own process, without the caller's KRAKENPLUG_*
+    settings (``env`` adds some), stopped with SIGTERM afterwards; its stderr is printed when it exits
+    other than by that signal."""
+    command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", *arguments]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KRAKENPLUG_")}
     environment.update(env or {})
     process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

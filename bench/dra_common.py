@@ -4,15 +4,12 @@ resource.k8s.io stand-in and the kubelet DRA stand-in, in a private directory.""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from _common import agent_process
 
 from krakenplug.testing.dra_api import ResourceApiServer
 from krakenplug.testing.dra_kubelet import DraKubelet
@@ -43,22 +40,9 @@ def dra_agent(directory: Path, devices_file: Path, **dra_fields: object) -> Iter
                           "plugins_dir": str(directory / "plugins"),
                           "kubeconfig": str(api.write_kubeconfig(directory / "kubeconfig")), **dra_fields}}
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
-        command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", "--node-name", NODE,
-                   "--fake-devices", str(devices_file), "--config", str(directory / "config.yaml"),
-                   "--no-exporter", "--no-discovery", "--log-level", "warning"]
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("KRAKENPLUG_")}
-        process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
-        try:
+        with agent_process(["--node-name", NODE, "--fake-devices", str(devices_file),
+                            "--config", str(directory / "config.yaml"), "--no-exporter", "--no-discovery",
+                            "--log-level", "warning"]):
             kubelet.wait_for(lambda k: DRIVER in k.drivers, timeout=30)
             api.wait_for(lambda a: a.devices(driver=DRIVER), timeout=30)
             yield DraNode(directory, api, kubelet, devices_file)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                _, errors = process.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _, errors = process.communicate()
-            if process.returncode not in (0, -signal.SIGTERM):
-                print(f"agent exited with {process.returncode}:\n{errors}", file=sys.stderr)
