@@ -8,7 +8,6 @@ rolling-update UID both names carry it, so an old and a new pod of the driver se
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -20,11 +19,11 @@ from pathlib import Path
 import grpc
 
 from krakenplug import errors
+from krakenplug.grpc_unix import PooledServer
 
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 16  # the kubelet holds one health stream; Prepare/Unprepare come in parallel for many pods
-_STOP_GRACE_SECONDS = 1.0
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 Identity = tuple[int, int]
@@ -78,8 +77,7 @@ class SocketServer:
         self.path = Path(path)
         self._add = add
         self._what = what
-        self._server: grpc.Server | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._grpc: PooledServer | None = None
         self.identity: Identity | None = None
 
     def start(self) -> None:
@@ -90,14 +88,11 @@ class SocketServer:
             self.path.unlink()
         except FileNotFoundError:
             pass
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=MAX_WORKERS,
-                                                               thread_name_prefix=f"dra-{self.path.stem}")
-        self._server = grpc.server(self._executor)
-        self._add(self._server)
+        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"dra-{self.path.stem}")
+        self._add(self._grpc.server)
         try:
-            if not self._server.add_insecure_port(f"unix://{self.path}"):
-                raise RuntimeError("add_insecure_port returned 0")
-            self._server.start()
+            self._grpc.bind(self.path)
+            self._grpc.server.start()
         except (RuntimeError, OSError) as err:
             self.stop()
             raise errors.RegistrationError(f"cannot serve {self._what} on {self.path}: {err}") from err
@@ -108,12 +103,9 @@ class SocketServer:
         return self.identity is not None and identity_of(self.path) == self.identity
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(_STOP_GRACE_SECONDS).wait()
-            self._server = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._grpc is not None:
+            self._grpc.stop()
+            self._grpc = None
         if self.identity is not None and identity_of(self.path) == self.identity:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()

@@ -6,7 +6,6 @@ fresh one on a fresh socket (from the same inventory), so every generation has i
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -19,6 +18,7 @@ import grpc
 
 from krakenplug import errors
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
+from krakenplug.grpc_unix import PooledServer
 from krakenplug.plugin import allocation, servicer, watcher
 from krakenplug.plugin import feed as feed_mod
 from krakenplug.plugin import inventory as inventory_mod
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 MAX_WORKERS = 16
 MAX_STREAMS = 4
 MAX_CONCURRENT_RPCS = 64
-_STOP_GRACE_SECONDS = 1.0
 # Only the kubelet (root) connects; the socket's mode must not follow the umask (0777 under umask 000).
 SOCKET_MODE = 0o600
 _PROBE_TIMEOUT_SECONDS = 2.0
@@ -52,8 +51,7 @@ class ResourceServer:
         self._feed = feed_mod.SnapshotFeed(inventory)
         self._servicer = servicer.DevicePluginServicer(self._feed, backend, limits=limits, cdi_prefix=cdi_prefix,
                                                        max_streams=MAX_STREAMS)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._server: grpc.Server | None = None
+        self._grpc: PooledServer | None = None
 
     @property
     def resource(self) -> str:
@@ -73,15 +71,13 @@ class ResourceServer:
         Raises :class:`SocketInUse` when a live process answers at the path.
         """
         _claim_socket(self.socket_path, self.resource)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}")
-        self._server = grpc.server(self._executor, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
-        dp_grpc.add_DevicePluginServicer_to_server(self._servicer, self._server)
+        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}",
+                                  maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+        dp_grpc.add_DevicePluginServicer_to_server(self._servicer, self._grpc.server)
         try:
-            if not self._server.add_insecure_port(f"unix://{self.socket_path}"):
-                raise RuntimeError("add_insecure_port returned 0")
+            self._grpc.bind(self.socket_path)
             os.chmod(self.socket_path, SOCKET_MODE)  # bound now; nobody can connect before start()
-            self._server.start()
+            self._grpc.server.start()
             _check_accepts(self.socket_path)
         except (RuntimeError, OSError) as err:
             self.stop()
@@ -92,12 +88,9 @@ class ResourceServer:
     def stop(self) -> None:
         """Ends every stream, stops the server and removes our socket (not one somebody else created since)."""
         self._feed.close()
-        if self._server is not None:
-            self._server.stop(_STOP_GRACE_SECONDS).wait()
-            self._server = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._grpc is not None:
+            self._grpc.stop()
+            self._grpc = None
         if self.identity is not None and watcher.identity_of(self.socket_path) == self.identity:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
