@@ -217,9 +217,9 @@ class NvidiaBackend:
         for device in layout.mig_devices:
             by_gpu.setdefault(device.gpu.index, []).append(self._mig_device(device, whole[device.gpu.index]))
         for index, found in by_gpu.items():  # the GPU whole, for DRA's shared counters
-            gpu = whole[index]
-            by_gpu[index] = base.as_partitions(found, parent_id=gpu.id, index=gpu.index, model=gpu.model,
-                                               memory_total_mb=gpu.memory_total_mb, pci_bus_id=gpu.pci_bus_id)
+            parent = whole[index]
+            by_gpu[index] = base.as_partitions(found, parent_id=parent.id, index=parent.index, model=parent.model,
+                                               memory_total_mb=parent.memory_total_mb, pci_bus_id=parent.pci_bus_id)
         self._remember(listed, layout, mig_devices)
         advertised = [whole[gpu.index] for gpu in layout.whole]
         self._listing.update({gpu.index: gpu.uuid for gpu in listed}, advertised, by_gpu, partitioned=[
