@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from krakenplug.testing import AdmissionError, KubeletSimulator, ResourceState
+from krakenplug.testing.fake_devices import set_health
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
 POD, NAMESPACE = "trainer-0", "demo"
@@ -182,10 +183,10 @@ def _show_allocation(session: _Session) -> None:
 
 def _show_fault(session: _Session, device_id: str) -> None:
     _section(f"Fault injection: {device_id} turns Unhealthy in the devices file, then recovers")
-    _set_health(session.devices_file, device_id, "Unhealthy")
+    set_health(session.devices_file, device_id, "Unhealthy")
     state = session.wait(lambda r: r[RESOURCE].allocatable == r[RESOURCE].capacity - 1, "allocatable to drop")
     print(f"  {device_id} Unhealthy -> capacity {state[RESOURCE].capacity}, allocatable {state[RESOURCE].allocatable}")
-    _set_health(session.devices_file, device_id, "Healthy")
+    set_health(session.devices_file, device_id, "Healthy")
     state = session.wait(lambda r: r[RESOURCE].allocatable == r[RESOURCE].capacity, "allocatable to recover")
     print(f"  {device_id} Healthy   -> capacity {state[RESOURCE].capacity}, allocatable {state[RESOURCE].allocatable}")
 
@@ -235,16 +236,6 @@ def _healthy_free_device(session: _Session) -> str:
     if not free:
         raise DemoError("no free healthy device left for the fault injection step")
     return free[-1]
-
-
-def _set_health(devices_file: Path, device_id: str, health: str) -> None:
-    data = yaml.safe_load(devices_file.read_text())
-    for spec in data["devices"]:
-        if spec["id"] == device_id:
-            spec["health"] = health
-    temp = devices_file.with_suffix(".tmp")
-    temp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(temp, devices_file)  # atomic: the agent never reads half a file
 
 
 def _placement(device_numa: tuple[tuple[str, tuple[int, ...]], ...]) -> str:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -26,6 +25,8 @@ import yaml
 from krakenplug.testing.dra_api import ResourceApiServer
 from krakenplug.testing.dra_kubelet import DraKubelet
 from krakenplug.testing.errors import PluginCallError
+from krakenplug.testing.fake_devices import set_health
+from krakenplug.testing.polling import poll_until
 
 DRIVER = "fake.krakenplug.pcl.ac.cn"
 NODE = "demo-node"
@@ -86,16 +87,15 @@ def _start_agent(workdir: Path, api: ResourceApiServer) -> subprocess.Popen[byte
 
 def _steps(workdir: Path, api: ResourceApiServer, kubelet: DraKubelet, agent: subprocess.Popen[bytes]) -> None:
     def wait(what: str, predicate: Callable[[], T]) -> T:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
+        def ready() -> T:
             if agent.poll() is not None:
                 raise DemoError(f"the agent exited with status {agent.returncode} while waiting for {what}")
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise DemoError(f"timed out waiting for {what}")
-            time.sleep(0.05)
+            return predicate()
+
+        try:
+            return poll_until(ready, timeout=WAIT_SECONDS, interval=0.05, what=what)
+        except TimeoutError as err:
+            raise DemoError(str(err)) from None
 
     wait("the kubelet registration", lambda: DRIVER in kubelet.drivers)
     (registration,) = [r for r in kubelet.registrations if r.accepted][:1]
@@ -123,13 +123,13 @@ def _steps(workdir: Path, api: ResourceApiServer, kubelet: DraKubelet, agent: su
         print(f"    {line}")
 
     _section("Fault injection: fake-3 turns Unhealthy in the devices file, then recovers")
-    _set_health(workdir / "fake-devices.yaml", "fake-3", "Unhealthy")
+    set_health(workdir / "fake-devices.yaml", "fake-3", "Unhealthy")
     wait("the taint", lambda: api.devices(driver=DRIVER)["fake-3"].get("taints"))
     wait("the health stream", lambda: kubelet.health(DRIVER).get("fake-3") == "UNHEALTHY")
     taint = api.devices(driver=DRIVER)["fake-3"]["taints"][0]
     print(f"  slice taint     {taint['key']}={taint['value']}:{taint['effect']}")
     print(f"  health stream   fake-3 {kubelet.health(DRIVER)['fake-3']}")
-    _set_health(workdir / "fake-devices.yaml", "fake-3", "Healthy")
+    set_health(workdir / "fake-devices.yaml", "fake-3", "Healthy")
     wait("the taint to clear", lambda: not api.devices(driver=DRIVER)["fake-3"].get("taints"))
     wait("the health stream", lambda: kubelet.health(DRIVER).get("fake-3") == "HEALTHY")
     print(f"  recovered       no taint, health stream fake-3 {kubelet.health(DRIVER)['fake-3']}")
@@ -147,16 +147,6 @@ def _attributes(device: dict[str, Any]) -> str:
         shown.append(f"{short}={next(iter(value.values()))}")
     memory = device["capacity"][f"{DOMAIN}/memory"]["value"]
     return ", ".join(shown + [f"memory={memory}"])
-
-
-def _set_health(devices_file: Path, device_id: str, health: str) -> None:
-    data = yaml.safe_load(devices_file.read_text())
-    for spec in data["devices"]:
-        if spec["id"] == device_id:
-            spec["health"] = health
-    temporary = devices_file.with_suffix(".tmp")
-    temporary.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(temporary, devices_file)
 
 
 def _stop(agent: subprocess.Popen[bytes]) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 from krakenplug import discovery, settings
 from krakenplug.backends import fake
 from krakenplug.hub import DeviceHub
+from krakenplug.testing.polling import poll_until
 
 from .apiserver import FakeApiServer
 
@@ -25,14 +25,10 @@ DOMAIN = "krakenplug.pcl.ac.cn"
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
     """Polls ``predicate`` until it is truthy; fails the test after a generous timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    try:
+        return poll_until(predicate, timeout=timeout, interval=0.02, what=what)
+    except TimeoutError as err:
+        raise AssertionError(str(err)) from None
 
 
 def ours(labels: dict[str, str]) -> dict[str, str]:
