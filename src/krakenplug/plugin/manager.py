@@ -15,7 +15,6 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from krakenplug import errors
 from krakenplug.backends import base
@@ -46,7 +45,7 @@ class Manager:
     """Not re-entrant: ``apply``, ``reconcile``, ``check_kubelet`` and ``close`` run on the plugin's thread;
     only :meth:`publish_fast` may run on another (the hub's), and it never waits for them."""
 
-    def __init__(self, backend: Any, config: PluginSettings, pulse: watcher.Pulse) -> None:
+    def __init__(self, backend: base.Backend, config: PluginSettings, pulse: watcher.Pulse) -> None:
         self._lock = threading.Lock()
         self.applied_version = -1
         self._applied_ids: tuple[str, ...] = ()

@@ -12,12 +12,12 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any
 
 import grpc
 
 from krakenplug import errors
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
+from krakenplug.backends import base
 from krakenplug.grpc_unix import PooledServer
 from krakenplug.plugin import allocation, servicer, watcher
 from krakenplug.plugin import feed as feed_mod
@@ -44,7 +44,7 @@ class SocketInUse(errors.RegistrationError):
 class ResourceServer:
     """Serves the DevicePlugin service for one resource on ``socket_path``."""
 
-    def __init__(self, inventory: inventory_mod.Inventory, socket_path: Path, *, backend: Any,
+    def __init__(self, inventory: inventory_mod.Inventory, socket_path: Path, *, backend: base.Backend,
                  limits: allocation.Limits, cdi_prefix: str | None = None) -> None:
         self.socket_path = Path(socket_path)
         self.identity: tuple[int, int] | None = None

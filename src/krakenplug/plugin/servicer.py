@@ -34,7 +34,7 @@ _STATUS = (
 
 
 class DevicePluginServicer(dp_grpc.DevicePluginServicer):
-    def __init__(self, feed: feed_mod.SnapshotFeed, backend: Any, *, limits: allocation.Limits,
+    def __init__(self, feed: feed_mod.SnapshotFeed, backend: base.Backend, *, limits: allocation.Limits,
                  cdi_prefix: str | None = None, max_streams: int = 4) -> None:
         self._feed = feed
         self._backend = backend
