@@ -48,7 +48,7 @@ class _Session:
         self.port = _free_port()
         self.exporter = importlib.util.find_spec("krakenplug.exporter") is not None
         self.kubelet = KubeletSimulator(self.workdir, pod_resources_socket=self.workdir / "pod-resources.sock")
-        self.agent: subprocess.Popen | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         if importlib.util.find_spec("krakenplug.plugin") is None:
@@ -260,11 +260,11 @@ def _print_table(rows: list[list[str]]) -> None:
 def _fetch(url: str) -> str:
     with contextlib.suppress(OSError):
         with urllib.request.urlopen(url, timeout=2) as reply:
-            return reply.read().decode()
+            return str(reply.read().decode())
     return ""
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
