@@ -6,11 +6,17 @@ suite (marker ``kind``) needs a Docker host and skips with the reason when there
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from krakenplug.hub import DeviceHub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,3 +62,41 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("KRAKENPLUG_") or key == "NODE_NAME":
             monkeypatch.delenv(key)
+
+
+ComponentRun = Callable[[Any, DeviceHub, threading.Event], None]
+
+
+@pytest.fixture
+def run_component() -> Iterator[Callable[..., threading.Event]]:
+    """``start(run, config, backend, poll_seconds=..., name=...)`` runs a component's ``run(config, hub, stop)``
+    in a thread on a DeviceHub over ``backend`` and returns ``stop``. At teardown every run is stopped
+    (the hub's waiters woken) and joined; the test fails when one raised or did not return."""
+    with contextlib.ExitStack() as stack:
+        def start(run: ComponentRun, config: Any, backend: Any, *, poll_seconds: float,
+                  name: str) -> threading.Event:
+            stop = threading.Event()
+            hub = DeviceHub(backend, poll_seconds=poll_seconds)
+            hub.start(stop)
+            failures: list[BaseException] = []
+
+            def target() -> None:
+                try:
+                    run(config, hub, stop)
+                except BaseException as err:  # noqa: BLE001 - reported at teardown
+                    failures.append(err)
+
+            thread = threading.Thread(target=target, name=name)
+            thread.start()
+
+            def finish() -> None:
+                hub.stop_waiters(stop)
+                thread.join(timeout=20)
+                hub.join()
+                assert not thread.is_alive(), f"{name}: run did not return after stop"
+                assert not failures, f"{name}: run raised {failures[0]!r}"
+
+            stack.callback(finish)
+            return stop
+
+        yield start

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,7 +13,6 @@ import yaml
 
 from krakenplug import discovery, settings
 from krakenplug.backends import fake
-from krakenplug.hub import DeviceHub
 from krakenplug.testing.polling import poll_until
 
 from .apiserver import FakeApiServer
@@ -84,33 +82,10 @@ def no_cluster(clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 @pytest.fixture
-def run_discovery() -> Iterator[Callable[..., threading.Event]]:
+def run_discovery(run_component: Callable[..., threading.Event]) -> Callable[..., threading.Event]:
     """Starts ``discovery.run`` in a thread; every started run is stopped and joined at teardown."""
-    with contextlib.ExitStack() as stack:
-        def start(config: settings.Settings, backend: fake.FakeBackend) -> threading.Event:
-            stop = threading.Event()
-            failures: list[BaseException] = []
+    def start(config: settings.Settings, backend: fake.FakeBackend) -> threading.Event:
+        return run_component(discovery.run, config, backend, poll_seconds=config.plugin.rescan_interval_seconds,
+                             name=f"discovery-{backend.name}")
 
-            hub = DeviceHub(backend, poll_seconds=config.plugin.rescan_interval_seconds)
-            hub.start(stop)
-
-            def target() -> None:
-                try:
-                    discovery.run(config, hub, stop)
-                except BaseException as err:  # noqa: BLE001 - reported by the teardown below
-                    failures.append(err)
-
-            thread = threading.Thread(target=target, name=f"discovery-{backend.name}")
-            thread.start()
-
-            def finish() -> None:
-                stop.set()
-                thread.join(timeout=15)
-                hub.join()
-                assert not thread.is_alive(), "discovery.run did not return after stop"
-                assert not failures, f"discovery.run raised {failures[0]!r}"
-
-            stack.callback(finish)
-            return stop
-
-        yield start
+    return start

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import yaml
 
 from krakenplug import dra, settings
 from krakenplug.backends import fake
-from krakenplug.hub import DeviceHub
 from krakenplug.testing.dra_api import ResourceApiServer
 from krakenplug.testing.dra_kubelet import DraKubelet
 
@@ -84,38 +82,15 @@ def node(short_tmp: Path, clean_env: None) -> Iterator[Node]:
 
 
 @pytest.fixture
-def run_driver() -> Iterator[Any]:
+def run_driver(run_component: Callable[..., threading.Event]) -> Callable[..., threading.Event]:
     """Starts ``dra.run`` on a hub over the fake backend; every run is stopped and joined at teardown."""
-    with contextlib.ExitStack() as stack:
-        def start(node: Node, **dra_fields: Any) -> threading.Event:
-            config = node.settings(**dra_fields)
-            backend = fake.FakeBackend(fake.FakeOptions(devices_file=node.devices.path, watch_interval_seconds=0.02))
-            backend.open()
-            stop = threading.Event()
-            hub = DeviceHub(backend, poll_seconds=0.05)
-            hub.start(stop)
-            failures: list[BaseException] = []
+    def start(node: Node, **dra_fields: Any) -> threading.Event:
+        backend = fake.FakeBackend(fake.FakeOptions(devices_file=node.devices.path, watch_interval_seconds=0.02))
+        backend.open()
+        return run_component(dra.run, node.settings(**dra_fields), backend, poll_seconds=0.05,
+                             name="dra-under-test")
 
-            def target() -> None:
-                try:
-                    dra.run(config, hub, stop)
-                except BaseException as err:  # noqa: BLE001 - reported at teardown
-                    failures.append(err)
-
-            thread = threading.Thread(target=target, name="dra-under-test")
-            thread.start()
-
-            def finish() -> None:
-                hub.stop_waiters(stop)
-                thread.join(timeout=20)
-                hub.join()
-                assert not thread.is_alive(), "dra.run did not return after stop"
-                assert not failures, f"dra.run raised {failures[0]!r}"
-
-            stack.callback(finish)
-            return stop
-
-        yield start
+    return start
 
 
 @pytest.fixture
