@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -70,9 +70,7 @@ class DraServicer(dra_grpc.DRAPluginServicer):
     def NodePrepareResources(self, request: dra_pb2.NodePrepareResourcesRequest,
                              context: grpc.ServicerContext) -> dra_pb2.NodePrepareResourcesResponse:
         response = dra_pb2.NodePrepareResourcesResponse()
-        for claim in request.claims:
-            ref = ClaimRef(namespace=claim.namespace, uid=claim.uid, name=claim.name)
-            entry = response.claims[claim.uid]
+        for ref, entry in _each_claim(request.claims, response.claims):
             try:
                 prepared = self._preparer.prepare(ref)
             except ClaimError as err:
@@ -93,15 +91,19 @@ class DraServicer(dra_grpc.DRAPluginServicer):
     def NodeUnprepareResources(self, request: dra_pb2.NodeUnprepareResourcesRequest,
                                context: grpc.ServicerContext) -> dra_pb2.NodeUnprepareResourcesResponse:
         response = dra_pb2.NodeUnprepareResourcesResponse()
-        for claim in request.claims:
-            ref = ClaimRef(namespace=claim.namespace, uid=claim.uid, name=claim.name)
-            entry = response.claims[claim.uid]
+        for ref, entry in _each_claim(request.claims, response.claims):
             try:
                 self._preparer.unprepare(ref)
             except ClaimError as err:
                 logger.warning("NodeUnprepareResources: %s", err)
                 entry.error = str(err)
         return response
+
+
+def _each_claim(claims: Iterable[dra_pb2.Claim], entries: Any) -> Iterator[tuple[ClaimRef, Any]]:
+    """(claim reference, its entry in the response, keyed by UID) for every claim of a request."""
+    for claim in claims:
+        yield ClaimRef(namespace=claim.namespace, uid=claim.uid, name=claim.name), entries[claim.uid]
 
 
 class DraBetaServicer(dra_beta_grpc.DRAPluginServicer):
