@@ -109,6 +109,16 @@ def slice_problems(obj: Any) -> list[str]:
     return problems
 
 
+def _unique_label_problems(name: Any, seen: set[str], where: str) -> list[str]:
+    """A name that must be a DNS label and unique among its siblings (``seen``, which takes it)."""
+    if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
+        return [f"{where}: {name!r} must be a DNS label"]
+    if name in seen:
+        return [f"{where}: duplicate {name!r}"]
+    seen.add(name)
+    return []
+
+
 def _counters_problems(counters: Any, where: str) -> list[str]:
     """A counters map: 1 to 32 entries, DNS-label names, quantity values."""
     if not isinstance(counters, dict) or not counters:
@@ -131,12 +141,7 @@ def _counter_set_problems(sets: Any) -> list[str]:
     for position, counter_set in enumerate(sets):
         where = f"spec.sharedCounters[{position}]"
         name = (counter_set or {}).get("name") if isinstance(counter_set, dict) else None
-        if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
-            problems.append(f"{where}.name: {name!r} must be a DNS label")
-        elif name in seen:
-            problems.append(f"{where}.name: duplicate {name!r}")
-        else:
-            seen.add(name)
+        problems.extend(_unique_label_problems(name, seen, f"{where}.name"))
         problems.extend(_counters_problems((counter_set or {}).get("counters") if isinstance(counter_set, dict)
                                            else None, f"{where}.counters"))
     return problems
@@ -151,12 +156,7 @@ def _consumption_problems(consumptions: Any, where: str) -> list[str]:
     for position, consumption in enumerate(consumptions):
         entry = consumption if isinstance(consumption, dict) else {}
         name = entry.get("counterSet")
-        if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
-            problems.append(f"{where}[{position}].counterSet: {name!r} must be a DNS label")
-        elif name in seen:
-            problems.append(f"{where}[{position}].counterSet: duplicate {name!r}")
-        else:
-            seen.add(name)
+        problems.extend(_unique_label_problems(name, seen, f"{where}[{position}].counterSet"))
         problems.extend(_counters_problems(entry.get("counters"), f"{where}[{position}].counters"))
     return problems
 
@@ -189,14 +189,7 @@ def counter_sets(slices: Iterable[Json]) -> dict[str, dict[str, int]]:
 def _device_problems(device: Any, where: str, seen: set[str]) -> list[str]:
     if not isinstance(device, dict):
         return [f"{where}: must be an object"]
-    problems = []
-    name = device.get("name")
-    if not isinstance(name, str) or len(name) > 63 or not _LABEL.match(name):
-        problems.append(f"{where}.name: {name!r} must be a DNS label")
-    elif name in seen:
-        problems.append(f"{where}.name: duplicate {name!r}")
-    else:
-        seen.add(name)
+    problems = _unique_label_problems(device.get("name"), seen, f"{where}.name")
     attributes, capacity = device.get("attributes") or {}, device.get("capacity") or {}
     if len(attributes) + len(capacity) > MAX_ATTRIBUTES:
         problems.append(f"{where}: {len(attributes) + len(capacity)} attributes and capacities, at most 32")

@@ -241,20 +241,25 @@ class DraKubelet:
             return dra_grpc.DRAPluginStub(channel), dra_pb2, channel
         return dra_beta_grpc.DRAPluginStub(channel), dra_beta_pb2, channel
 
+    def _claims_call(self, driver: str, method: str, claims: Sequence[ClaimTuple]) -> dict[str, Any]:
+        """uid -> answer of ``method`` (NodePrepareResources or NodeUnprepareResources) for ``claims``, in the
+        API version the driver registered."""
+        stub, module, channel = self._stub(driver)
+        with channel:
+            request = getattr(module, f"{method}Request")(
+                claims=[module.Claim(namespace=ns, uid=uid, name=name) for ns, uid, name in claims])
+            try:
+                return dict(getattr(stub, method)(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
+            except grpc.RpcError as err:
+                raise PluginCallError.from_rpc_error(method, err) from err
+
     def prepare(self, driver: str, claims: Sequence[ClaimTuple]) -> dict[str, Any]:
         """uid -> NodePrepareResourceResponse; raises PluginCallError when the whole call fails.
 
         As the kubelet, it refuses an answer that leaves a claim out or names a device without its pool,
         name or a fully qualified CDI ID (``vendor/class=name``).
         """
-        stub, module, channel = self._stub(driver)
-        with channel:
-            request = module.NodePrepareResourcesRequest(
-                claims=[module.Claim(namespace=ns, uid=uid, name=name) for ns, uid, name in claims])
-            try:
-                answers = dict(stub.NodePrepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
-            except grpc.RpcError as err:
-                raise PluginCallError.from_rpc_error("NodePrepareResources", err) from err
+        answers = self._claims_call(driver, "NodePrepareResources", claims)
         problem = _prepare_problem(claims, answers)
         if problem:
             raise PluginCallError("NodePrepareResources", grpc.StatusCode.INTERNAL, problem)
@@ -262,14 +267,7 @@ class DraKubelet:
 
     def unprepare(self, driver: str, claims: Sequence[ClaimTuple]) -> dict[str, Any]:
         """uid -> NodeUnprepareResourceResponse; every claim of the request must be answered."""
-        stub, module, channel = self._stub(driver)
-        with channel:
-            request = module.NodeUnprepareResourcesRequest(
-                claims=[module.Claim(namespace=ns, uid=uid, name=name) for ns, uid, name in claims])
-            try:
-                answers = dict(stub.NodeUnprepareResources(request, timeout=_CALL_TIMEOUT_SECONDS).claims)
-            except grpc.RpcError as err:
-                raise PluginCallError.from_rpc_error("NodeUnprepareResources", err) from err
+        answers = self._claims_call(driver, "NodeUnprepareResources", claims)
         missing = sorted({uid for _, uid, _ in claims} - set(answers))
         if missing:
             raise PluginCallError("NodeUnprepareResources", grpc.StatusCode.INTERNAL,
