@@ -6,6 +6,7 @@ project's simulator or with plain generated gRPC stubs from this process.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -21,6 +22,14 @@ from pathlib import Path
 import yaml
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
+
+
+def option(doc: str, name: str, default: int) -> int:
+    """The benchmark's one command-line option ``--<name>`` (how many calls, rounds, ...); ``--help``
+    shows the first line of the script's docstring."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{name}", type=int, default=default)
+    return int(getattr(parser.parse_args(), name))
 
 
 def write_devices(path: Path, count: int, *, unhealthy: Sequence[int] = ()) -> None:

@@ -9,10 +9,10 @@ call so all see the same machine state. Targets: the per-call work above the flo
 
 from __future__ import annotations
 
-import argparse
 
 import grpc
-from _common import RESOURCE, Targets, agent, cpu_seconds, describe, percentile, timed, workdir, write_devices
+from _common import (RESOURCE, Targets, agent, cpu_seconds, describe, option, percentile, timed, workdir,
+                     write_devices)
 
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
@@ -23,16 +23,14 @@ DEVICES = 8
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=3000)
-    args = parser.parse_args()
+    calls = option(__doc__, "calls", 3000)
     with workdir() as directory, KubeletSimulator(directory) as kubelet:
         write_devices(directory / "devices.yaml", DEVICES)
         with agent(directory, directory / "devices.yaml") as process:
             state = kubelet.wait_for_resource(RESOURCE, allocatable=DEVICES, timeout=30)
             with grpc.insecure_channel(f"unix://{directory / state.endpoint}") as channel:
                 stub = dp_grpc.DevicePluginStub(channel)
-                samples = _measure(stub, args.calls)
+                samples = _measure(stub, calls)
                 cpu_per_1000 = _allocate_cpu(stub, process.pid, 1000)
     targets = Targets()
     floor = samples["floor (GetDevicePluginOptions)"]

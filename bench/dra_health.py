@@ -9,26 +9,23 @@ the new health. Target: p99 of both < 250 ms.
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from _common import Targets, describe, percentile, workdir, write_devices
+from _common import Targets, describe, option, percentile, workdir, write_devices
 from dra_common import DRIVER, dra_agent
 
 TARGET_SECONDS = 0.25
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    args = parser.parse_args()
+    rounds = option(__doc__, "rounds", 40)
     taint, stream = [], []
     with workdir() as directory:
         devices = directory / "devices.yaml"
         write_devices(devices, 8)
         with dra_agent(directory, devices) as node:
             node.kubelet.wait_for(lambda k: len(k.health(DRIVER)) == 8, timeout=30)
-            for round_number in range(args.rounds):
+            for round_number in range(rounds):
                 unhealthy = round_number % 2 == 0
                 start = time.perf_counter()
                 write_devices(devices, 8, unhealthy=[3] if unhealthy else [])

@@ -16,11 +16,10 @@ the claim watch cache on. Target: NodePrepareResources p99 within 1.5x of the fl
 
 from __future__ import annotations
 
-import argparse
 import uuid
 
 import grpc
-from _common import Targets, describe, percentile, timed, workdir, write_devices
+from _common import Targets, describe, option, percentile, timed, workdir, write_devices
 from dra_common import DRIVER, NODE, DraNode, dra_agent
 
 from krakenplug.api import dra_v1_pb2 as dra_pb2
@@ -40,16 +39,14 @@ def _claim(node: DraNode, index: int) -> dra_pb2.Claim:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    args = parser.parse_args()
+    calls = option(__doc__, "calls", 1000)
     targets = Targets()
     for watch in (False, True):
         with workdir() as directory:
             write_devices(directory / "devices.yaml", 8)
             with dra_agent(directory, directory / "devices.yaml", watch_claims=watch) as node:
                 with grpc.insecure_channel(f"unix://{node.endpoint}") as channel:
-                    floor, fresh, again = _measure(node, dra_grpc.DRAPluginStub(channel), args.calls)
+                    floor, fresh, again = _measure(node, dra_grpc.DRAPluginStub(channel), calls)
         read = "claim from the watch cache" if watch else "API GET"
         print(f"-- dra.watch_claims={str(watch).lower()}")
         print(describe("floor (NodeUnprepareResources, no claims)", floor))

@@ -9,12 +9,11 @@ pushes the new snapshot to its ListAndWatch streams at once; nothing on this pat
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import time
 
-from _common import RESOURCE, Targets, agent, describe, percentile, workdir, write_devices
+from _common import RESOURCE, Targets, agent, describe, option, percentile, workdir, write_devices
 
 from krakenplug.testing.kubelet import KubeletSimulator
 
@@ -22,9 +21,7 @@ TARGET_SECONDS = 0.005
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flips", type=int, default=60)
-    args = parser.parse_args()
+    flips = option(__doc__, "flips", 60)
     samples = []
     with workdir() as directory, KubeletSimulator(directory) as kubelet:
         devices_file = directory / "devices.yaml"
@@ -32,7 +29,7 @@ def main() -> int:
         with agent(directory, devices_file):
             kubelet.wait_for_resource(RESOURCE, allocatable=8, timeout=30)
             staged = directory / "staged.yaml"
-            for flip in range(args.flips):
+            for flip in range(flips):
                 unhealthy = flip % 2 == 0
                 write_devices(staged, 8, unhealthy=(3,) if unhealthy else ())  # rendered before the clock starts
                 time.sleep(random.uniform(0.02, 0.1))  # let the previous flip settle; no period to line up with

@@ -10,11 +10,10 @@ period. Also printed: the time until the kubelet has the devices back (informati
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
-from _common import RESOURCE, Targets, agent, describe, percentile, workdir, write_devices
+from _common import RESOURCE, Targets, agent, describe, option, percentile, workdir, write_devices
 
 from krakenplug.testing.kubelet import KubeletSimulator
 
@@ -22,15 +21,13 @@ TARGET_SECONDS = 0.010
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--restarts", type=int, default=30)
-    args = parser.parse_args()
+    restarts = option(__doc__, "restarts", 30)
     registered, recovered = [], []
     with workdir() as directory, KubeletSimulator(directory) as kubelet:
         write_devices(directory / "devices.yaml", 8)
         with agent(directory, directory / "devices.yaml"):
             kubelet.wait_for_resource(RESOURCE, allocatable=8, timeout=30)
-            for _ in range(args.restarts):
+            for _ in range(restarts):
                 time.sleep(random.uniform(0.05, 0.5))
                 before = len(kubelet.registrations)
                 kubelet.stop()

@@ -9,10 +9,9 @@ the small one for the ListAndWatch snapshot and Allocate.
 
 from __future__ import annotations
 
-import argparse
 
 import grpc
-from _common import RESOURCE, agent, describe, percentile, timed, workdir, write_devices
+from _common import RESOURCE, agent, describe, option, percentile, timed, workdir, write_devices
 
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
@@ -22,11 +21,9 @@ TARGET = 2.0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    args = parser.parse_args()
-    small = _measure(devices=8, replicas=1, calls=args.calls)
-    large = _measure(devices=128, replicas=8, calls=args.calls)
+    calls = option(__doc__, "calls", 1000)
+    small = _measure(devices=8, replicas=1, calls=calls)
+    large = _measure(devices=128, replicas=8, calls=calls)
     for name in small:
         print(describe(f"{name}, 8 devices", small[name]))
         print(describe(f"{name}, 128 devices x 8 replicas", large[name]))
