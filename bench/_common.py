@@ -18,18 +18,21 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 RESOURCE = "krakenplug.pcl.ac.cn/fake"
+Number = TypeVar("Number", int, float)
 
 
-def option(doc: str, name: str, default: int) -> int:
-    """The benchmark's one command-line option ``--<name>`` (how many calls, rounds, ...); ``--help``
-    shows the first line of the script's docstring."""
+def option(doc: str, name: str, default: Number) -> Number:
+    """The benchmark's one command-line option ``--<name>`` (how many calls, rounds, seconds), of the type
+    of ``default``; ``--help`` shows the first line of the script's docstring."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument(f"--{name}", type=int, default=default)
-    return int(getattr(parser.parse_args(), name))
+    parser.add_argument(f"--{name}", type=type(default), default=default)
+    value: Number = getattr(parser.parse_args(), name)
+    return value
 
 
 def write_devices(path: Path, count: int, *, unhealthy: Sequence[int] = ()) -> None:
