@@ -61,10 +61,9 @@ def test_packaged_chart_carries_the_schema_the_dashboard_and_the_app_version(hel
 
 
 def test_app_version_is_the_package_version() -> None:
-    import tomllib
+    from krakenplug import __version__
 
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == project["version"]
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == __version__
 
 
 def test_helm_repo_add_search_and_install_from_the_served_repository(helm, served_dir) -> None:
