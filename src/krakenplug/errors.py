@@ -31,3 +31,11 @@ class AllocationError(KrakenplugError):
 
 class RegistrationError(KrakenplugError):
     """Registering with the kubelet failed."""
+
+
+class KubeApiError(KrakenplugError):
+    """A Kubernetes API call failed; ``status`` is the HTTP status, None when no answer came back."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

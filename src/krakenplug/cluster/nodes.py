@@ -41,12 +41,8 @@ _HINTS = {
 }
 
 
-class NodeApiError(errors.KrakenplugError):
-    """A node read or patch failed; ``status`` is the HTTP status, None when no answer came back."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+class NodeApiError(errors.KubeApiError):
+    """A node read or patch failed."""
 
     @property
     def conflict(self) -> bool:

@@ -34,12 +34,8 @@ _HINTS = {
 }
 
 
-class ApiError(errors.KrakenplugError):
-    """A call failed; ``status`` is the HTTP status, None when no answer came back."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+class ApiError(errors.KubeApiError):
+    """A resource.k8s.io call failed."""
 
 
 class ResourceApi:
