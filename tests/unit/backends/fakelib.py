@@ -232,6 +232,19 @@ class FakeKernel:
             self.on_change(pf.name, created)
 
 
+def xpuml_lists_vfs(fixture: Fixture, pf_bus_id: str, minors: Mapping[str, int]) -> Callable[[str, list[str]], None]:
+    """A FakeKernel ``on_change`` doing what the kunlun driver does when VFs appear: XPUML lists the PF (as
+    R200-PF) and each VF (R200-VF-8G, 8 GiB); ``minors`` gives the VFs' /dev/xpuN numbers."""
+
+    def on_change(_pf: str, vfs: list[str]) -> None:
+        listed = [(pf_bus_id, "R200-PF" if vfs else "R200")] + [(vf, "R200-VF-8G") for vf in vfs]
+        fixture.replace_devices([{"bus_id": bus_id, "name": name, "serial": "K200SN0001",
+                                  "minor": minors.get(bus_id, index), "memory_total": 8 << 30}
+                                 for index, (bus_id, name) in enumerate(listed)])
+
+    return on_change
+
+
 # -- helpers for the backend tests -----------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from fakelib import (
     make_pci_device,
     opened,
     vf_bus_id,
+    xpuml_lists_vfs,
 )
 
 from krakenplug import cli, errors
@@ -239,25 +240,13 @@ def test_close_is_idempotent_and_a_closed_backend_says_so(backend: KunlunBackend
 # -- SR-IOV ----------------------------------------------------------------------------------------
 
 
-def library_lists_vfs(fixture: Fixture, minors: dict[str, int]):
-    """What the kunlun driver does when VFs appear: XPUML lists the PF (as R200-PF) and each VF."""
-
-    def on_change(pf: str, vfs: list[str]) -> None:
-        listed = [(BUS0, "R200-PF" if vfs else "R200")] + [(vf, "R200-VF-8G") for vf in vfs]
-        fixture.replace_devices([{"bus_id": bus_id, "name": name, "serial": "K200SN0001",
-                                  "minor": minors.get(bus_id, index), "memory_total": 8 * GIB}
-                                 for index, (bus_id, name) in enumerate(listed)])
-
-    return on_change
-
-
 def test_vfs_are_advertised_instead_of_their_pf(xpuml_without_sriov_call: Path, fixture: Fixture, host: FakeHost,
                                                 ) -> None:
     make_pci_device(host.sysfs, BUS0, vendor=0x1D22, device=0x3684, numa_node=0, total_vfs=3)
     make_dev_tree(host.dev, ["xpu4", "xpu5"])
     fixture.update({"count": 1})
     kernel = FakeKernel(host.sysfs,
-                        on_change=library_lists_vfs(fixture, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
+                        on_change=xpuml_lists_vfs(fixture, BUS0, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}))
     backend = make_backend(xpuml_without_sriov_call, host, sriov_writer=kernel)
     with opened(backend):
         backend.set_vf_count(BUS0, 2)

@@ -11,7 +11,7 @@ from sriov_helpers import NODE, RESOURCE
 
 from fakecluster import PodResourcesStandIn  # isort: skip - found through sriov_helpers' path
 from fakelib import XPUML, FakeHost, FakeKernel, Fixture, fake_host, fixture_values, make_dev_tree  # isort: skip
-from fakelib import make_pci_device, vf_bus_id  # isort: skip
+from fakelib import make_pci_device, vf_bus_id, xpuml_lists_vfs  # isort: skip
 
 from krakenplug import settings
 from krakenplug.backends.kunlun import KunlunBackend, KunlunOptions
@@ -51,16 +51,7 @@ def pod_resources(short_tmp: Path) -> Iterator[PodResourcesStandIn]:
 
 
 def driver_lists_vfs(fixture: Fixture) -> Callable[[str, list[str]], None]:
-    """What the kunlun driver does when VFs appear: XPUML lists the PF (as R200-PF) and each VF."""
-    minors = {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5}
-
-    def on_change(_pf: str, vfs: list[str]) -> None:
-        listed = [(BUS0, "R200-PF" if vfs else "R200")] + [(vf, "R200-VF-8G") for vf in vfs]
-        fixture.replace_devices([{"bus_id": bus_id, "name": name, "serial": "K200SN0001",
-                                  "minor": minors.get(bus_id, index), "memory_total": 8 * GIB}
-                                 for index, (bus_id, name) in enumerate(listed)])
-
-    return on_change
+    return xpuml_lists_vfs(fixture, BUS0, {vf_bus_id(BUS0, 0): 4, vf_bus_id(BUS0, 1): 5})
 
 
 def start(libxpuml: Path, host: FakeHost, kernel: FakeKernel, socket: Path) -> tuple[KunlunBackend, DeviceHub]:
