@@ -9,7 +9,6 @@ uses the first NVML it loads for its whole life.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Hashable
 from typing import Any
@@ -18,7 +17,6 @@ import pynvml
 
 from krakenplug.backends import _devicebook, _vendorlib
 
-logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "libnvidia-ml.so.1"
 # Where distributions and the NVIDIA driver installer put the library, relative to the driver root.
@@ -47,9 +45,10 @@ class Nvml:
     """Bounded, named pynvml calls. Event waits run on their own worker so they never delay queries."""
 
     def __init__(self, *, timeout_seconds: float, book: _devicebook.DeviceBook) -> None:
-        self._book = book
-        self._queries = _vendorlib.BoundedCaller(timeout_seconds, name="nvidia-call")
-        self._events = _vendorlib.BoundedCaller(timeout_seconds, name="nvidia-events")
+        self._queries = _vendorlib.BoundedCalls(vendor="nvidia", timeout_seconds=timeout_seconds, book=book,
+                                                worker_name="nvidia-call")
+        self._events = _vendorlib.BoundedCalls(vendor="nvidia", timeout_seconds=timeout_seconds, book=book,
+                                               worker_name="nvidia-events")
 
     def call(self, name: str, *args: Any, key: Hashable | None = None) -> Any:
         """``pynvml.<name>(*args)``; raises NotSupported, VendorCallError or CallTimedOut."""
@@ -69,22 +68,13 @@ class Nvml:
         self._queries.close()
         self._events.close()
 
-    def _run(self, caller: _vendorlib.BoundedCaller, name: str, args: tuple[Any, ...], *, key: Hashable | None,
+    @staticmethod
+    def _run(calls: _vendorlib.BoundedCalls, name: str, args: tuple[Any, ...], *, key: Hashable | None,
              timeout: float | None) -> Any:
-        function = getattr(pynvml, name)
-        where = f"{name}(device {key})" if key is not None else name
         try:
-            result = caller(function, *args, what=where, timeout=timeout)
+            return calls.run(getattr(pynvml, name), *args, name=name, key=key, timeout=timeout)
         except pynvml.NVMLError as err:
             raise as_call_error(name, err) from None
-        except _vendorlib.CallTimedOut as err:
-            logger.warning("nvidia: %s", err)
-            if key is not None:
-                self._book.call_timed_out(key, name, str(err))
-            raise
-        if key is not None:
-            self._book.call_returned(key, name)
-        return result
 
 
 def as_call_error(name: str, err: pynvml.NVMLError) -> _vendorlib.VendorCallError:
