@@ -5,7 +5,7 @@
 #   bash ci/build-image.sh [--out DIR] [--tag NAME:TAG] [--max-mb N] [--ref TREE-ISH]
 #
 #   --out     work and output directory (default .ci/out/image); receives krakenplug-<version>.oci.tar
-#   --tag     image name (default krakenplug:<version from pyproject.toml>)
+#   --tag     image name (default krakenplug:<version from src/krakenplug/_version.py>)
 #   --max-mb  fail when the image is larger (default 200; podman's uncompressed count, in MB = 10^6 B)
 #   --ref     what to build (default HEAD: uncommitted changes are not in the image)
 #
@@ -36,7 +36,7 @@ log() { echo "build-image: $*" >&2; }
 fail() { log "FAIL: $*"; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else "$@"; fi; }
 
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo_root/pyproject.toml" | head -n1)"
+version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$repo_root/src/krakenplug/_version.py" | head -n1)"
 tag="${tag:-krakenplug:$version}"
 commit="$(git -C "$repo_root" rev-parse HEAD)"  # the label names the checkout's commit
 driver="${STORAGE_DRIVER:-overlay}"
