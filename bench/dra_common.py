@@ -44,5 +44,5 @@ def dra_agent(directory: Path, devices_file: Path, **dra_fields: object) -> Iter
                             "--config", str(directory / "config.yaml"), "--no-exporter", "--no-discovery",
                             "--log-level", "warning"]):
             kubelet.wait_for(lambda k: DRIVER in k.drivers, timeout=30)
-            api.wait_for(lambda a: a.devices(driver=DRIVER), timeout=30)
+            api.wait_for(lambda a: a.slice_devices(driver=DRIVER), timeout=30)
             yield DraNode(directory, api, kubelet, devices_file)

@@ -32,7 +32,7 @@ def main() -> int:
                 seen: dict[str, float] = {}
                 deadline = start + 10
                 while len(seen) < 2 and time.perf_counter() < deadline:
-                    if "taint" not in seen and bool(node.api.devices(driver=DRIVER)["fake-3"].get("taints")) == unhealthy:
+                    if "taint" not in seen and bool(node.api.slice_devices(driver=DRIVER)["fake-3"].get("taints")) == unhealthy:
                         seen["taint"] = time.perf_counter() - start
                     if "stream" not in seen and node.kubelet.health(DRIVER).get("fake-3") == (
                             "UNHEALTHY" if unhealthy else "HEALTHY"):

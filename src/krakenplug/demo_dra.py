@@ -124,13 +124,13 @@ def _steps(workdir: Path, api: ResourceApiServer, kubelet: DraKubelet, agent: su
 
     _section("Fault injection: fake-3 turns Unhealthy in the devices file, then recovers")
     set_health(workdir / "fake-devices.yaml", "fake-3", "Unhealthy")
-    wait("the taint", lambda: api.devices(driver=DRIVER)["fake-3"].get("taints"))
+    wait("the taint", lambda: api.slice_devices(driver=DRIVER)["fake-3"].get("taints"))
     wait("the health stream", lambda: kubelet.health(DRIVER).get("fake-3") == "UNHEALTHY")
-    taint = api.devices(driver=DRIVER)["fake-3"]["taints"][0]
+    taint = api.slice_devices(driver=DRIVER)["fake-3"]["taints"][0]
     print(f"  slice taint     {taint['key']}={taint['value']}:{taint['effect']}")
     print(f"  health stream   fake-3 {kubelet.health(DRIVER)['fake-3']}")
     set_health(workdir / "fake-devices.yaml", "fake-3", "Healthy")
-    wait("the taint to clear", lambda: not api.devices(driver=DRIVER)["fake-3"].get("taints"))
+    wait("the taint to clear", lambda: not api.slice_devices(driver=DRIVER)["fake-3"].get("taints"))
     wait("the health stream", lambda: kubelet.health(DRIVER).get("fake-3") == "HEALTHY")
     print(f"  recovered       no taint, health stream fake-3 {kubelet.health(DRIVER)['fake-3']}")
 

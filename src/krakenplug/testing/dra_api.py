@@ -295,7 +295,7 @@ class ResourceApiServer(ApiStandIn):
             return [copy.deepcopy(s) for _, s in sorted(self._slices.items())
                     if driver is None or s["spec"].get("driver") == driver]
 
-    def devices(self, *, driver: str | None = None) -> dict[str, Json]:
+    def slice_devices(self, *, driver: str | None = None) -> dict[str, Json]:
         """Every published device by name."""
         return {device["name"]: device for item in self.slices(driver=driver)
                 for device in item["spec"].get("devices") or []}
@@ -404,7 +404,7 @@ class ResourceApiServer(ApiStandIn):
         if invalid:
             raise LookupError(f"pool {node} of {driver} is invalid: " + "; ".join(invalid))
         left = counter_sets(pool)  # what allocated devices have not consumed yet
-        published = self.devices(driver=driver)
+        published = self.slice_devices(driver=driver)
         for device_name in held:
             for consumption in (published.get(device_name) or {}).get("consumesCounters") or []:
                 for counter, value in consumption["counters"].items():

@@ -60,13 +60,13 @@ def test_a_mig_gpu_and_its_mig_devices_are_never_both_allocated(node, start_agen
     with DraKubelet(node.root / "registry") as kubelet:
         start_agent(*backend_flags("nvidia", host, library_path=libnvml, proc_root=proc, mig_strategy="mixed"),
                     config=config)
-        api.wait_for(lambda a: len(a.devices(driver=DRIVER)) == 4, timeout=WAIT)
+        api.wait_for(lambda a: len(a.slice_devices(driver=DRIVER)) == 4, timeout=WAIT)
         kubelet.wait_for(lambda k: DRIVER in k.drivers, timeout=WAIT)
         published = api.slices(driver=DRIVER)
         assert pool_counter_problems(published) == []
         (counters,) = [s["spec"]["sharedCounters"] for s in published if "sharedCounters" in s["spec"]]
         assert [c["counters"]["partitions"] for c in counters] == [{"value": "2"}]
-        devices = api.devices(driver=DRIVER)
+        devices = api.slice_devices(driver=DRIVER)
         assert set(devices) == {whole, mig_a, mig_b, plain}
         assert devices[mig_a]["attributes"]["krakenplug.pcl.ac.cn/parent"] == {"string": whole}
         assert "consumesCounters" not in devices[plain]

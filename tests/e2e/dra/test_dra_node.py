@@ -45,7 +45,7 @@ def _config(node, api: ResourceApiServer) -> dict:
 
 def test_dra_node_lifecycle(node, start_agent, api: ResourceApiServer, dra_kubelet: DraKubelet) -> None:
     agent = start_agent(config=_config(node, api))
-    api.wait_for(lambda a: len(a.devices(driver=DRIVER)) == 4, timeout=WAIT)
+    api.wait_for(lambda a: len(a.slice_devices(driver=DRIVER)) == 4, timeout=WAIT)
     dra_kubelet.wait_for(lambda k: DRIVER in k.drivers, timeout=WAIT)
     assert not list(node.plugin_dir.glob("*.sock")), "allocation mode dra must not serve the device plugin"
     (published,) = api.slices(driver=DRIVER)
@@ -67,10 +67,10 @@ def test_dra_node_lifecycle(node, start_agent, api: ResourceApiServer, dra_kubel
     # health: taint in the slice and UNHEALTHY on the stream, both clear on recovery
     dra_kubelet.wait_for(lambda k: len(k.health(DRIVER)) == 4, timeout=WAIT)
     node.devices.set_health("fake-1", "Unhealthy")
-    api.wait_for(lambda a: a.devices(driver=DRIVER)["fake-1"].get("taints"), timeout=WAIT)
+    api.wait_for(lambda a: a.slice_devices(driver=DRIVER)["fake-1"].get("taints"), timeout=WAIT)
     dra_kubelet.wait_for(lambda k: k.health(DRIVER).get("fake-1") == "UNHEALTHY", timeout=WAIT)
     node.devices.set_health("fake-1", "Healthy")
-    api.wait_for(lambda a: not a.devices(driver=DRIVER)["fake-1"].get("taints"), timeout=WAIT)
+    api.wait_for(lambda a: not a.slice_devices(driver=DRIVER)["fake-1"].get("taints"), timeout=WAIT)
     dra_kubelet.wait_for(lambda k: k.health(DRIVER).get("fake-1") == "HEALTHY", timeout=WAIT)
 
     # kubelet restart: registered again, health stream back

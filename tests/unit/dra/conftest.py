@@ -97,6 +97,6 @@ def run_driver(run_component: Callable[..., threading.Event]) -> Callable[..., t
 def node_with_driver(node: Node, run_driver: Any) -> Node:
     """A node whose driver is registered and has published its devices."""
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(lambda k: DRIVER in k.drivers)
     return node

@@ -104,7 +104,7 @@ def test_prepare_reads_a_cached_claim_without_a_round_trip_and_gets_a_missed_one
 
 def test_the_driver_prepares_with_the_claim_cache_on(node: Node, run_driver) -> None:
     run_driver(node, watch_claims=True)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(lambda kubelet: DRIVER in kubelet.drivers)
     _until(lambda: node.api.watching())
     uid = node.api.allocate("team", "c", driver=DRIVER, node=NODE)["metadata"]["uid"]

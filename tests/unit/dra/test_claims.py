@@ -118,7 +118,7 @@ def test_malformed_claims_fail_alone_through_grpc(node_with_driver: Node, broken
 
 def test_agent_restart_between_prepare_and_unprepare(node: Node, run_driver) -> None:
     stop = run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(lambda k: DRIVER in k.drivers)
     claim = node.api.allocate("team", "c", driver=DRIVER, node=NODE)
     uid = claim["metadata"]["uid"]
@@ -150,7 +150,7 @@ def test_a_v1beta1_kubelet_prepares_through_the_beta_service(node: Node, run_dri
         assert driver.version == "v1beta1.DRAPlugin"
         assert driver.registration_socket.name == f"{DRIVER}-0c5d7a55-98f0-4e04-a3c5-1b6f0a2d0e11-reg.sock"
         assert driver.endpoint.endswith("/dra-0c5d7a55-98f0-4e04-a3c5-1b6f0a2d0e11.sock")
-        node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+        node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
         uid = node.api.allocate("team", "beta", driver=DRIVER, node=NODE)["metadata"]["uid"]
         answer = node.kubelet.prepare(DRIVER, [("team", uid, "beta")])[uid]
         assert answer.error == "" and [d.device_name for d in answer.devices] == ["fake-0"]

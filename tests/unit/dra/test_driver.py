@@ -20,7 +20,7 @@ def _registered(kubelet: DraKubelet) -> bool:
 
 def test_publishes_one_slice_with_the_shared_vocabulary(node: Node, run_driver) -> None:
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     (only,) = node.api.slices(driver=DRIVER)
     spec = only["spec"]
     assert spec["nodeName"] == NODE and spec["pool"]["name"] == NODE and spec["pool"]["resourceSliceCount"] == 1
@@ -36,24 +36,24 @@ def test_publishes_one_slice_with_the_shared_vocabulary(node: Node, run_driver) 
 
 def test_steady_state_makes_no_writes_and_a_change_bumps_the_generation(node: Node, run_driver) -> None:
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     first = node.api.slices(driver=DRIVER)[0]["spec"]["pool"]["generation"]
     writes = len(node.api.writes())
     node.kubelet.wait_for(_registered)
     time.sleep(0.5)  # many hub polls: nothing changed, nothing is written
     assert len(node.api.writes()) == writes
     node.devices.set_health("fake-2", "Unhealthy", "XID 79")
-    tainted = node.api.wait_for(lambda api: api.devices(driver=DRIVER)["fake-2"].get("taints"))
+    tainted = node.api.wait_for(lambda api: api.slice_devices(driver=DRIVER)["fake-2"].get("taints"))
     assert tainted[0]["key"] == f"{DOMAIN}/unhealthy" and tainted[0]["effect"] == "NoSchedule"
     assert tainted[0]["value"] == "XID-79"
     assert node.api.slices(driver=DRIVER)[0]["spec"]["pool"]["generation"] == first + 1
     node.devices.set_health("fake-2", "Healthy")
-    node.api.wait_for(lambda api: not api.devices(driver=DRIVER)["fake-2"].get("taints"))
+    node.api.wait_for(lambda api: not api.slice_devices(driver=DRIVER)["fake-2"].get("taints"))
 
 
 def test_registers_with_the_kubelet_and_prepares_a_claim_into_a_cdi_spec(node: Node, run_driver) -> None:
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(_registered)
     (registration,) = node.kubelet.registrations
     assert registration.accepted and registration.info.type == "DRAPlugin"
@@ -86,7 +86,7 @@ def test_registers_with_the_kubelet_and_prepares_a_claim_into_a_cdi_spec(node: N
 
 def test_per_claim_errors_name_the_claim_and_the_reason(node: Node, run_driver) -> None:
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(_registered)
     good = node.api.allocate("team", "good", driver=DRIVER, node=NODE)
     other = node.api.allocate("team", "elsewhere", driver=DRIVER, node="node-b", exclude=["fake-0"])
@@ -132,7 +132,7 @@ def test_kubelet_restart_registers_again_and_a_deleted_socket_comes_back(node: N
 def test_sharing_by_memory_lets_two_claims_use_one_device(node: Node, run_driver) -> None:
     node.devices.write(device_specs(1))
     run_driver(node, share_memory_step_mb=1024)
-    (device,) = node.api.wait_for(lambda api: list(api.devices(driver=DRIVER).values()))
+    (device,) = node.api.wait_for(lambda api: list(api.slice_devices(driver=DRIVER).values()))
     assert device["allowMultipleAllocations"] is True
     assert device["capacity"][f"{DOMAIN}/memory"] == {"value": "80Gi", "requestPolicy": {
         "default": "80Gi", "validRange": {"min": "1Gi", "max": "80Gi", "step": "1Gi"}}}
@@ -165,11 +165,11 @@ def test_without_an_api_server_the_driver_registers_and_claims_fail_with_the_rea
 
 def test_slices_deleted_by_the_kubelet_come_back_when_it_registers_us_again(node: Node, run_driver) -> None:
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     node.kubelet.wait_for(_registered)
     (published,) = node.api.slices(driver=DRIVER)
     node.kubelet.stop()
     node.api.delete_slice(published["metadata"]["name"])  # the kubelet wipes an unregistered driver's slices
     node.kubelet.start()
     node.kubelet.wait_for(_registered)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4, timeout=5)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4, timeout=5)

@@ -207,7 +207,7 @@ def test_without_the_feature_gate_only_partitions_are_published(clean_env: None,
         resource = kube.ResourceApi(lambda: cluster_config.connect(kubeconfig), timeout_seconds=5)
         publisher = SlicePublisher(resource, node=NODE, driver=DRIVER, build=build)
         assert publisher.sync(_partitioned())
-        published = api.devices(driver=DRIVER)
+        published = api.slice_devices(driver=DRIVER)
         writes = len(api.writes())
         assert not publisher.sync(_partitioned())  # steady: nothing more is written
         assert len(api.writes()) == writes

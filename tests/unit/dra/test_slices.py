@@ -79,7 +79,7 @@ def test_pcie_root_comes_from_sysfs(node: Node, run_driver) -> None:
     (sys / "bus" / "pci" / "devices").mkdir(parents=True)
     os.symlink(os.path.relpath(target, sys / "bus" / "pci" / "devices"), sys / "bus" / "pci" / "devices" / "0000:3b:00.0")
     run_driver(node)
-    published = node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4 and api.devices(driver=DRIVER))
+    published = node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4 and api.slice_devices(driver=DRIVER))
     assert published["fake-0"]["attributes"]["resource.kubernetes.io/pcieRoot"] == {"string": "pci0000:3a"}
     assert "resource.kubernetes.io/pcieRoot" not in published["fake-1"]["attributes"]
 
@@ -89,7 +89,7 @@ def test_small_slices_setting_splits_and_shrinking_deletes_the_extra_slice(node:
     node.api.wait_for(lambda api: len(api.slices(driver=DRIVER)) == 2)
     assert {s["spec"]["pool"]["resourceSliceCount"] for s in node.api.slices(driver=DRIVER)} == {2}
     node.devices.write(device_specs(2))
-    node.api.wait_for(lambda api: len(api.slices(driver=DRIVER)) == 1 and len(api.devices(driver=DRIVER)) == 2)
+    node.api.wait_for(lambda api: len(api.slices(driver=DRIVER)) == 1 and len(api.slice_devices(driver=DRIVER)) == 2)
     (only,) = node.api.slices(driver=DRIVER)
     assert only["spec"]["pool"]["resourceSliceCount"] == 1 and only["spec"]["pool"]["generation"] == 2
 
@@ -104,7 +104,7 @@ def test_restart_adopts_equal_slices_without_writing_and_removes_stale_ones(node
     node.api.put_slice(someone_else)
     stop = run_driver(node)
     node.api.wait_for(lambda api: "old-layout-7" not in {s["metadata"]["name"] for s in api.slices()}
-                      and len(api.devices(driver=DRIVER)) == 4)
+                      and len(api.slice_devices(driver=DRIVER)) == 4)
     ours = [s for s in node.api.slices(driver=DRIVER) if s["spec"]["nodeName"] == NODE]
     assert [s["spec"]["pool"]["generation"] for s in ours] == [10]
     assert "other-node" in {s["metadata"]["name"] for s in node.api.slices()}
@@ -122,7 +122,7 @@ def test_api_errors_are_retried(node: Node, run_driver) -> None:
     node.api.fail(500, method="POST", times=2)
     node.api.fail(403, method="GET", times=1)
     run_driver(node)
-    node.api.wait_for(lambda api: len(api.devices(driver=DRIVER)) == 4)
+    node.api.wait_for(lambda api: len(api.slice_devices(driver=DRIVER)) == 4)
     assert [r.status for r in node.api.requests][:1] == [403]
 
 
