@@ -277,11 +277,12 @@ class WebConfigSource:
             if now - self._checked < _RECHECK_SECONDS:
                 return self._current
             self._checked = now
-            files = _watched_files(self.path)
-            mark = _fingerprint(files)
-            if mark == self._mark and files == self._files:
+            # Stat the files already known; the file is parsed again only when one of them changed (the
+            # config file names the certificates, so a new name shows as a change of the file itself).
+            if _fingerprint(self._files) == self._mark:
                 return self._current
-            self._files, self._mark = files, mark
+            self._files = _watched_files(self.path)
+            self._mark = _fingerprint(self._files)
             try:
                 fresh = load(self.path)
             except errors.ConfigError as err:
