@@ -100,8 +100,9 @@ SIGNATURES: dict[str, _vendorlib.Signature] = {
     "dcmi_get_device_health": (c_int, _CARD_DEV + [_P_UINT]),
     "dcmi_get_device_errorcode_v2": (c_int, _CARD_DEV + [_P_INT, _P_UINT, c_uint]),
     "dcmi_get_device_pcie_info_v2": (c_int, _CARD_DEV + [POINTER(PcieInfoAll)]),
-    # dcmiv2 (dcmi_interface_api_v2.h); the device list takes (count, list, length) as the devmanager
-    # wrapper calls it (the header copy in mind-cluster names the first two the other way round).
+    # dcmiv2 (dcmi_interface_api_v2.h); the device list takes (list, count, length): so say the header, the
+    # library's own definition and the devmanager caller (its cgo shim names the first two the other way
+    # round but passes them through in place).
     "dcmiv2_init": (c_int, []),
     "dcmiv2_get_dcmi_version": (c_int, [POINTER(c_char), c_int]),
     "dcmiv2_get_device_list": (c_int, [_P_INT, _P_INT, c_int]),
@@ -161,7 +162,7 @@ class Dcmi:
         """Every NPU's address; the older v1 function name is used when the current one is missing."""
         count, ids = c_int(0), (c_int * MAX_CARDS)()
         if self.api == API_V2:
-            self.calls.status("dcmiv2_get_device_list", byref(count), ids, MAX_CARDS)
+            self.calls.status("dcmiv2_get_device_list", ids, byref(count), MAX_CARDS)
             return [(dev_id,) for dev_id in ids[:max(0, min(count.value, MAX_CARDS))]]
         name = "dcmi_get_card_list" if self.calls.supports("dcmi_get_card_list") else "dcmi_get_card_num_list"
         self.calls.status(name, byref(count), ids, MAX_CARDS)

@@ -289,7 +289,7 @@ int dcmiv2_get_dcmi_version(char *version, int length) {
     return version_text("dcmiv2_get_dcmi_version", version, (unsigned)length);
 }
 
-int dcmiv2_get_device_list(int *device_num, int *device_list, int list_len) {
+int dcmiv2_get_device_list(int *device_list, int *device_num, int list_len) {
     int fault = fx_fault("dcmiv2_get_device_list", -1);
     if (fault) return fault;
     if (fx_count() > list_len) return ERR_INVALID_PARAMETER;
