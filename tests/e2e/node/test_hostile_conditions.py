@@ -16,6 +16,7 @@ import yaml
 
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
+from krakenplug.testing.polling import poll_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +28,7 @@ NO_RESCAN = {"plugin": {"rescan_interval_seconds": 600}}
 
 
 def _wait_until(condition, *, timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
+    poll_until(condition, timeout=timeout, interval=0.05, what=what)
 
 
 def _identity(path) -> tuple[int, int]:
