@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 import yaml
 from chartlib import CHART, NAMESPACE, RELEASE, REPO_ROOT
+from toolcheck import missing
 
 
 def _missing(what: str) -> None:
-    message = f"{what} not found: run `bash ci/get-helm.sh` (or set HELM / HELM3 to a helm binary)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    missing(f"{what} not found: run `bash ci/get-helm.sh` (or set HELM / HELM3 to a helm binary)")
 
 
 def _find(env_name: str, default: Path) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 from chartlib import ALL_VENDORS, REPO_ROOT, VALUES_DIR, of_kind, only
+from toolcheck import missing
 
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -71,9 +72,7 @@ def crd_validator() -> Path:
             reason = f"ci/get-crd-validator.sh failed: {result.stderr.strip()[-500:]}"
     if reason:
         message = f"cannot validate ServiceMonitor/PrometheusRule against the CRD schema: {reason}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        missing(message)
     return directory
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
-from shiplib import REPO_ROOT
+from shiplib import REPO_ROOT, require
 
 from krakenplug import backends, cli, settings
 
@@ -138,8 +138,7 @@ def check_push_image(command: str, ctx: Context) -> None:
     if not archive.is_file():
         archive = ctx.tmp / "stand-in.oci.tar"
         _tiny_oci_archive(archive)
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo not found (ci/build-image.sh installs it)")
+    require("skopeo (ci/build-image.sh installs it)", shutil.which("skopeo"))
     layout = ctx.tmp / "registry"
     _run(["bash", argv[1], str(archive), f"oci:{layout}:0.1.0"], ctx.env)
     assert "0.1.0" in (layout / "index.json").read_text()
