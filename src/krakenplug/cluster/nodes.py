@@ -127,7 +127,8 @@ class NodeClient:
                     stop.wait(1.0)
         finally:
             done.set()
-            interrupter.join()
+            if stop.is_set():  # else (a bug escaped) the daemon interrupter ends with stop
+                interrupter.join()
 
     def _watch_once(self, stop: threading.Event, deliver: Callable[[dict[str, str]], None]) -> None:
         state = self.read()
@@ -159,13 +160,13 @@ class NodeClient:
             response.release_conn()
 
     def _interrupt_on(self, stop: threading.Event, done: threading.Event) -> None:
-        while not done.is_set():
-            if stop.wait(0.2):
-                with self._watch_lock:
-                    if self._response is not None:
-                        # Shutting the socket down wakes the thread blocked reading the watch stream.
-                        getattr(self._response, "shutdown", self._response.close)()  # shutdown(): urllib3 >= 2.3
-                return
+        stop.wait()  # no polling: the watch itself only ends with stop
+        if done.is_set():
+            return
+        with self._watch_lock:
+            if self._response is not None:
+                # Shutting the socket down wakes the thread blocked reading the watch stream.
+                getattr(self._response, "shutdown", self._response.close)()  # shutdown(): urllib3 >= 2.3
 
     def _call(self, action: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
