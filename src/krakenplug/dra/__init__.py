@@ -58,8 +58,16 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                  max_per_slice=config.max_devices_per_slice,
                                  share_step_mb=config.share_memory_step_mb)
 
+    members_of: list[tuple[int, Mapping[str, Sequence[base.Device]]]] = []  # (snapshot version, its members)
+
     def current_devices() -> Mapping[str, Sequence[base.Device]]:
-        return slices.members(hub.snapshot().devices)
+        # Prepare's path: the name map is built once per snapshot version, not once per claim.
+        snapshot = hub.snapshot()
+        known = members_of[0] if members_of else None
+        if known is None or known[0] != snapshot.version:
+            known = (snapshot.version, slices.members(snapshot.devices))
+            members_of[:] = [known]
+        return known[1]
 
     cache = ClaimCache(api, driver=driver, pool=node) if config.watch_claims else None
     checkpoint = Checkpoint(plugin_dir / "checkpoint.json")
