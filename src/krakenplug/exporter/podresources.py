@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from krakenplug.backoff import Backoff
 from krakenplug.exporter import attribution
 from krakenplug.kubelet_podresources import CALL_TIMEOUT_SECONDS, PodResourcesClient, PodResourcesError
 
@@ -58,7 +59,9 @@ class PodResourcesWatcher:
         self._last_success_unix = 0.0
         self._up = False
         self._error = "no PodResources call made yet"
-        self._backoff = 0.0
+        # No jitter: the rate limit is this node's own kubelet's, there is no herd to spread.
+        initial = max(self.refresh_seconds, 1.0)
+        self._backoff = Backoff(initial=initial, maximum=max(MAX_BACKOFF_SECONDS, initial), jitter=0.0)
         self._client = PodResourcesClient(self.socket_path, call_timeout_seconds=call_timeout_seconds)
         self._last_read = clock()  # the first scrapes after start find a map refreshed at the normal period
         self._slowed = False  # the loop is waiting the idle period; the next scrape wakes it
@@ -104,10 +107,10 @@ class PodResourcesWatcher:
             allocations = self._client.list()
         except PodResourcesError as err:
             if err.rate_limited:
-                self._backoff = min(MAX_BACKOFF_SECONDS, max(2 * self._backoff, self.refresh_seconds, 1.0))
+                delay = self._backoff.next_delay()
                 self._failed(str(err))
-                logger.debug("next pod resources call in %g s", self._backoff)
-                return self._backoff
+                logger.debug("next pod resources call in %g s", delay)
+                return delay
             self._failed(str(err))
             return self.refresh_seconds
         self._succeeded(allocations)
@@ -133,7 +136,8 @@ class PodResourcesWatcher:
             was_up = self._up
             if allocations != self._allocations:  # an unchanged map stays the same object: scrapes reuse its labels
                 self._allocations = allocations
-            self._up, self._error, self._backoff = True, "", 0.0
+            self._up, self._error = True, ""
+            self._backoff.reset()
             self._last_success, self._last_success_unix = self._clock(), self._wall_clock()
         if not was_up:
             logger.info("pod resources available from %s (%d allocations)", self.socket_path, len(allocations))
