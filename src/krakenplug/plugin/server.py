@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from krakenplug import errors
+from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.backends import base
 from krakenplug.grpc_unix import PooledServer
@@ -134,8 +135,6 @@ def _accepts(path: Path) -> bool:
 
 
 def _is_device_plugin(path: Path) -> bool:
-    from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
-
     with grpc.insecure_channel(f"unix://{path}") as channel:
         try:
             dp_grpc.DevicePluginStub(channel).GetDevicePluginOptions(dp_pb2.Empty(), timeout=_PROBE_TIMEOUT_SECONDS)
