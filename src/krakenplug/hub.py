@@ -12,6 +12,7 @@ scrape, because values must be fresh, but takes identities and health from the s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ class Snapshot:
     error: str = ""  # the last read failed as a whole; ``devices`` is then the last good list
     taken_at: float = 0.0  # time.monotonic() of the read that produced it
 
-    @property
+    @functools.cached_property  # built on first use, once per snapshot (it is immutable)
     def by_id(self) -> Mapping[str, base.Device]:
         return MappingProxyType({device.id: device for device in self.devices})
 
