@@ -6,8 +6,9 @@
 * ``BoundedCalls`` runs a call on a worker thread with a deadline. A call into a vendor library can hang
   (a lost device, a wedged driver); one that exceeds its timeout raises ``CallTimedOut``, marks its device
   Unhealthy in the DeviceBook until the same call returns in time again, and later calls go to a fresh
-  worker. Calls are otherwise serialized, since vendor libraries are not all thread-safe. pynvml's
-  functions go through it too (nvidia/nvml.py).
+  worker. Calls are otherwise serialized, since vendor libraries are not all thread-safe. While
+  ``MAX_STUCK_WORKERS`` abandoned calls have not returned, further calls fail at once instead of each
+  parking one more thread in a wedged library. pynvml's functions go through it too (nvidia/nvml.py).
 * ``VendorCalls`` adds typed signatures and status codes mapped to the vendor's names for them.
 """
 
@@ -29,6 +30,7 @@ from krakenplug.transitions import TransitionLog
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_STUCK_WORKERS = 4
 Signature = tuple[Any, Sequence[Any]]  # (restype, argtypes)
 
 
@@ -107,7 +109,8 @@ def candidates(configured: str | None, defaults: Sequence[str]) -> list[str]:
 class _Worker:
     def __init__(self, name: str) -> None:
         self.jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self.thread.start()
 
     def _loop(self) -> None:
         while (job := self.jobs.get()) is not None:
@@ -128,10 +131,16 @@ class BoundedCaller:
         self._name = name
         self._lock = threading.Lock()
         self._worker: _Worker | None = None
+        self._stuck: list[_Worker] = []  # abandoned workers whose call has not returned yet
 
     def __call__(self, fn: Callable[..., T], *args: Any, what: str = "", timeout: float | None = None) -> T:
         future: Future[T] = Future()
+        what = what or getattr(fn, "__name__", "vendor call")
         with self._lock:
+            self._stuck = [stuck for stuck in self._stuck if stuck.thread.is_alive()]
+            if len(self._stuck) >= MAX_STUCK_WORKERS:
+                raise CallTimedOut(f"{what} not started: {len(self._stuck)} earlier calls into the library "
+                                   f"have not returned")
             if self._worker is None:
                 self._worker = _Worker(self._name)
             worker = self._worker
@@ -145,8 +154,8 @@ class BoundedCaller:
                 if self._worker is worker:  # abandon the stuck worker; it exits after its call returns
                     worker.jobs.put(None)
                     self._worker = None
-            raise CallTimedOut(f"{what or getattr(fn, '__name__', 'vendor call')} "
-                               f"did not return within {limit:g} s") from None
+                    self._stuck.append(worker)
+            raise CallTimedOut(f"{what} did not return within {limit:g} s") from None
 
     def close(self) -> None:
         with self._lock:

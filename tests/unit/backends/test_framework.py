@@ -69,3 +69,26 @@ def test_a_hanging_call_times_out_and_later_calls_still_work() -> None:
     assert caller(lambda: "fresh worker") == "fresh worker"
     release.set()
     caller.close()
+
+
+def test_calls_fail_at_once_while_too_many_abandoned_calls_are_stuck() -> None:
+    caller = _vendorlib.BoundedCaller(0.05)
+    release = threading.Event()
+    for _ in range(_vendorlib.MAX_STUCK_WORKERS):
+        with pytest.raises(errors.DeviceQueryError, match="did not return"):
+            caller(release.wait, 10, what="stuckCall")
+    ran = threading.Event()
+    refused = f"nextCall not started: {_vendorlib.MAX_STUCK_WORKERS} earlier calls"
+    with pytest.raises(errors.DeviceQueryError, match=refused):
+        caller(ran.set, what="nextCall")
+    assert not ran.is_set()
+    release.set()
+    deadline = time.monotonic() + 5
+    while True:  # the stuck workers exit once their calls return; then calls are accepted again
+        try:
+            assert caller(lambda: "accepted again") == "accepted again"
+            break
+        except errors.DeviceQueryError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    caller.close()
