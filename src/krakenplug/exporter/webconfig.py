@@ -39,10 +39,10 @@ from typing import Literal
 
 import bcrypt
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from krakenplug import errors
+from krakenplug.settings import read_yaml_file
 from krakenplug.transitions import TransitionLog
 
 __all__ = ["BasicAuth", "WebConfigSource", "WebSecurity", "load"]
@@ -172,14 +172,7 @@ class WebSecurity:
 def load(path: Path) -> WebSecurity:
     """Parses and applies ``path``; raises ConfigError naming the file, the field and the value."""
     where = f"exporter.web_config_file {path}"
-    try:
-        if path.stat().st_size > _MAX_FILE_BYTES:
-            raise errors.ConfigError(f"{where}: larger than {_MAX_FILE_BYTES} bytes")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise errors.ConfigError(f"{where}: cannot read: {err.strerror or err}") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise errors.ConfigError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from err
+    raw = read_yaml_file(path, what=where, max_bytes=_MAX_FILE_BYTES)  # bounded and strict, as the config file
     try:
         parsed = _WebConfigFile.model_validate(raw if raw is not None else {})
     except pydantic.ValidationError as err:
@@ -227,11 +220,11 @@ def _resolve(base: Path, name: str) -> Path:
 def _watched_files(path: Path) -> list[Path]:
     files = [path]
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = read_yaml_file(path, what=str(path), max_bytes=_MAX_FILE_BYTES) or {}
         tls = raw.get("tls_server_config") or {}
         files += [_resolve(path.parent, str(tls[key])) for key in ("cert_file", "key_file", "client_ca_file")
                   if tls.get(key)]
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, AttributeError):
+    except (errors.ConfigError, AttributeError):
         pass  # load() reports what is wrong with the file
     return files
 
