@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 PLUGIN_TYPE = "DRAPlugin"
 SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")  # newest first, as the kubelet expects
 _WAKE_SECONDS = 0.5
+# Each health stream holds a server worker for its life; the kubelet keeps one (two across a reconnect).
+MAX_HEALTH_STREAMS = 4
 
 
 class RegistrationServicer(reg_grpc.RegistrationServicer):
@@ -150,7 +152,7 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
     def __init__(self, hub: DeviceHub, *, pool: str, name_of: Callable[[base.Device], str], timeout_seconds: int,
                  stop: threading.Event, on_sent: Callable[[Snapshot], None] = lambda snapshot: None,
                  devices_of: Callable[[Sequence[base.Device]], Sequence[base.Device]] = lambda devices: devices,
-                 ) -> None:
+                 max_streams: int = MAX_HEALTH_STREAMS) -> None:
         """``devices_of`` turns a snapshot's devices into the published ones (whole partitionable devices)."""
         self._hub = hub
         self._devices_of = devices_of
@@ -159,9 +161,23 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
         self._timeout = timeout_seconds
         self._stop = stop
         self._on_sent = on_sent
+        self._max_streams = max_streams
+        self._streams = threading.BoundedSemaphore(max_streams)
 
     def NodeWatchResources(self, request: health_pb2.NodeWatchResourcesRequest,
                            context: Any) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
+        # Surplus streams are refused at once, so the other workers stay free for NodePrepareResources
+        # even when a client opens streams and never closes them.
+        if not self._streams.acquire(blocking=False):
+            logger.warning("refused a NodeWatchResources stream: %d are open already", self._max_streams)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._max_streams} NodeWatchResources streams "
+                          "are open already (the kubelet needs one); close one first")
+        try:
+            yield from self._watch(context)
+        finally:
+            self._streams.release()
+
+    def _watch(self, context: Any) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
         version, sent_at = -1, 0.0
         resend = self._timeout / 3
         while not self._stop.is_set() and context.is_active():
