@@ -20,6 +20,7 @@ from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.backends import base
 from krakenplug.plugin import allocation, preferred
 from krakenplug.plugin import feed as feed_mod
+from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
         self._chooser = backend if limits.replicas == 1 and isinstance(backend, base.SupportsPreferredAllocation) \
             else None
         self._streams = threading.BoundedSemaphore(max_streams)
+        self._refusals = TransitionLog(logger)
 
     @property
     def resource(self) -> str:
@@ -59,11 +61,13 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
         # Each stream holds a server worker for its life: surplus streams are refused at once, so the
         # workers left over always serve the kubelet's unary calls.
         if not self._streams.acquire(blocking=False):
-            logger.warning("refused a ListAndWatch stream for %s: %d are open already", self.resource,
-                           self._max_streams)
+            # Once per flood, not once per refused stream: a client opening streams in a loop must not fill the log.
+            self._refusals.report("streams", "full", logging.WARNING, "refusing ListAndWatch streams for %s: "
+                                  "%d are open already", self.resource, self._max_streams)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{self._max_streams} ListAndWatch streams for {self.resource} are open already "
                           f"(the kubelet needs one); close one first")
+        self._refusals.clear("streams")
         try:
             yield from self._list_and_watch(context)
         finally:
