@@ -146,12 +146,14 @@ def _replay(text: str) -> dict[str, PreparedClaim]:
     stripped = text.strip()
     if not stripped:
         return {}
-    with contextlib.suppress(ValueError):
+    try:
         whole = json.loads(stripped)
-        if isinstance(whole, dict) and "claims" in whole:  # version 1
-            if whole.get("version") != 1:
-                raise ValueError(f"version {whole.get('version')!r}, expected 1 or {VERSION}")
-            return {uid: PreparedClaim.from_json(claim) for uid, claim in whole["claims"].items()}
+    except ValueError:  # a journal of several lines is no one JSON document
+        whole = None
+    if isinstance(whole, dict) and "claims" in whole:  # version 1
+        if whole.get("version") != 1:
+            raise ValueError(f"version {whole.get('version')!r}, expected 1 or {VERSION}")
+        return {uid: PreparedClaim.from_json(claim) for uid, claim in whole["claims"].items()}
     lines = text.split("\n")
     header = json.loads(lines[0])
     if not isinstance(header, dict) or header.get("version") != VERSION:

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from krakenplug.dra.checkpoint import Checkpoint, PreparedClaim, PreparedDevice
 
 
@@ -81,3 +83,12 @@ def test_prepares_only_append_compaction_waits_for_an_unprepare(tmp_path: Path) 
     reloaded = Checkpoint(path).all()
     assert sorted(int(c.uid) for c in reloaded) == list(range(150, 200))
     assert reloaded[0] == _claim(reloaded[0].uid)  # the hand-written JSON round-trips
+
+
+def test_a_whole_file_checkpoint_of_an_unknown_version_is_moved_aside_naming_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "checkpoint.json"
+    path.write_text(json.dumps({"version": 7, "claims": {"a": _claim("a").to_json()}}, indent=2))
+    assert Checkpoint(path).all() == []
+    assert path.with_name("checkpoint.json.corrupt").exists()
+    assert "version 7, expected 1 or 2" in caplog.text
