@@ -440,29 +440,24 @@ nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t device, n
     return NVML_SUCCESS;
 }
 
-static nvmlReturn_t instance_id(const char *function, nvmlDevice_t device, const char *field, unsigned *id) {
+/* A MIG device's GPU or compute instance id: fixture `field`, else `fallback` (-1: the MIG index). */
+static nvmlReturn_t instance_id(const char *function, nvmlDevice_t device, const char *field, long long fallback,
+                                unsigned *id) {
     int gpu, mig;
     if (!mig_of(device, &gpu, &mig)) return index_of(device) < 0 ? NVML_ERROR_INVALID_ARGUMENT
                                                                   : NVML_ERROR_NOT_SUPPORTED;
     int fault = mig_fault(function, gpu, mig);
     if (fault) return fault;
-    *id = (unsigned)mig_int(gpu, mig, field, mig);
+    *id = (unsigned)mig_int(gpu, mig, field, fallback < 0 ? mig : fallback);
     return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned *id) {
-    return instance_id("nvmlDeviceGetGpuInstanceId", device, "gi", id);
+    return instance_id("nvmlDeviceGetGpuInstanceId", device, "gi", -1, id);
 }
 
 nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned *id) {
-    int gpu, mig;
-    if (mig_of(device, &gpu, &mig)) {
-        int fault = mig_fault("nvmlDeviceGetComputeInstanceId", gpu, mig);
-        if (fault) return fault;
-        *id = (unsigned)mig_int(gpu, mig, "ci", 0);
-        return NVML_SUCCESS;
-    }
-    return index_of(device) < 0 ? NVML_ERROR_INVALID_ARGUMENT : NVML_ERROR_NOT_SUPPORTED;
+    return instance_id("nvmlDeviceGetComputeInstanceId", device, "ci", 0, id);
 }
 
 nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *attributes) {
