@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Iterator, Sequence
+
 from krakenplug.backends import base
 from krakenplug.plugin import allocation, replicas
 from krakenplug.plugin import inventory as inventory_mod
