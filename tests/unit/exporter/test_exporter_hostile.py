@@ -205,3 +205,26 @@ def test_stop_returns_promptly_whatever_clients_do(caplog):
         for sock in silent + slow:
             sock.close()
         idle.close()
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped_at_the_answer_deadline(caplog):
+    big = b"x" * (32 * 1024 * 1024)  # far beyond both socket buffers: the server's write must block
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(big)))])
+        return [big]
+
+    server = MetricsServer("127.0.0.1:0", app, limits=Limits(answer_timeout=0.5))
+    server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="krakenplug.exporter.server"):
+            reader = socket.socket()
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", server.port))
+            reader.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads
+            assert _wait_until(lambda: any("did not take its answer within 0.5 s" in r.getMessage()
+                                           for r in caplog.records), timeout=5)
+            assert all(record.exc_info is None for record in caplog.records)
+            reader.close()
+    finally:
+        server.stop()
