@@ -24,6 +24,7 @@ from krakenplug.grpc_unix import PooledServer
 logger = logging.getLogger(__name__)
 
 MAX_WORKERS = 16  # the kubelet holds one health stream; Prepare/Unprepare come in parallel for many pods
+MAX_CONCURRENT_RPCS = 64  # beyond this in flight a call is refused at once (RESOURCE_EXHAUSTED), not queued
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 Identity = tuple[int, int]
@@ -88,7 +89,8 @@ class SocketServer:
             self.path.unlink()
         except FileNotFoundError:
             pass
-        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"dra-{self.path.stem}")
+        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"dra-{self.path.stem}",
+                                  maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         self._add(self._grpc.server)
         try:
             self._grpc.bind(self.path)
