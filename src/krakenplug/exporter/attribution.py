@@ -54,11 +54,6 @@ class DeviceUsers:
         return pod, namespace, containers.pop() if len(containers) == 1 else ""
 
 
-def physical_id(device_id: str, known: Iterable[str]) -> str | None:
-    """The ID of our device that ``device_id`` names (itself, or the device of a replica), else None."""
-    return replica_ids.physical_id(device_id, known)
-
-
 def assign(allocations: Iterable[Allocation], devices: Sequence[base.Device], *, dra_driver: str = "",
            pool: str = "") -> dict[str, DeviceUsers]:
     """Maps our device IDs to their users; allocations naming other resources or IDs are dropped.

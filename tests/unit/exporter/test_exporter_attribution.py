@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from exporter_helpers import RESOURCE, container, pod, response
 
+from krakenplug import replica_ids
 from krakenplug.backends import base
 from krakenplug.exporter import attribution
 from krakenplug.exporter.attribution import Allocation, DeviceUsers
@@ -43,7 +44,7 @@ def test_flatten_of_an_empty_answer_is_empty():
 ], ids=["plain", "replica", "replica-two-digits", "unknown-device", "empty-suffix", "bad-suffix",
         "single-colon", "empty"])
 def test_physical_id(device_id, expected):
-    assert attribution.physical_id(device_id, {"fake-0", "fake-1"}) == expected
+    assert replica_ids.physical_id(device_id, {"fake-0", "fake-1"}) == expected  # the codec attribution uses
 
 
 def test_assign_maps_replicas_to_their_device_and_merges_them():
