@@ -72,18 +72,21 @@ def agent_process(arguments: Sequence[str], *, env: dict[str, str] | None = None
     command = [sys.executable, "-m", "krakenplug", "run", "--backend", "fake", *arguments]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("KRAKENPLUG_")}
     environment.update(env or {})
-    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
+    # stderr to a file, not a pipe: nobody reads a pipe during the run, and a full one would stall the agent.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=log, text=True)
         try:
-            _, errors = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, errors = process.communicate()
-        if process.returncode not in (0, -signal.SIGTERM):
-            print(f"agent exited with {process.returncode}:\n{errors}", file=sys.stderr)
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.returncode not in (0, -signal.SIGTERM):
+                log.seek(0)
+                print(f"agent exited with {process.returncode}:\n{log.read()}", file=sys.stderr)
 
 
 class Targets:
