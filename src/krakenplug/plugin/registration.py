@@ -18,6 +18,7 @@ from krakenplug import errors
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.plugin import servicer, watcher
+from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Registrar:
         self.dialled: tuple[int, int] | None = None  # the kubelet.sock of the last attempt, even one in flight
         self.registered = threading.Event()
         self._pulse = pulse
+        self._failures = TransitionLog(logger)
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
@@ -108,8 +110,11 @@ class Registrar:
             except errors.RegistrationError as err:
                 if self._cancelled.is_set():
                     return
-                logger.warning("registering %s with the kubelet failed (attempt %d, retrying in %.1f s): %s",
-                               resource, attempt, retry, err)
+                # The same failure again is only a debug line: a kubelet that refuses for hours must not fill the log.
+                if not self._failures.report("register", str(err), logging.WARNING, "registering %s with the kubelet "
+                                             "failed (attempt %d, retrying with backoff up to %g s): %s",
+                                             resource, attempt, _MAX_RETRY_SECONDS, err):
+                    logger.debug("registering %s failed again (attempt %d): %s", resource, attempt, err)
                 self._cancelled.wait(retry)
                 retry = min(retry * 2, _MAX_RETRY_SECONDS)
                 continue
