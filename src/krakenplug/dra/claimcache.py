@@ -2,7 +2,8 @@
 
 With ``dra.watch_claims`` on, NodePrepareResources reads a claim the scheduler allocated here from this
 cache instead of a GET round trip to the API server; a claim the cache does not hold (not seen yet, or
-the watch is down) is still read with a GET, and the UID is checked either way. The watch covers every
+the watch is down) or holds in a form Prepare refuses (the watch behind the scheduler's last write) is
+still read with a GET, and the UID is checked either way. The watch covers every
 namespace (ResourceClaims have no field selector for the allocated node), so each agent sees every claim
 event of the cluster and keeps only its own: that is the price of the cache (and RBAC ``list``/``watch``
 on ``resourceclaims``), which is why it is off by default.
@@ -51,7 +52,10 @@ class ClaimCache:
         self._response: Any = None  # the watch being read, closed at stop
 
     def get(self, namespace: str, name: str, uid: str) -> Json | None:
-        """The cached claim when it has this UID, else None (the caller GETs it)."""
+        """The cached claim when it has this UID and the cache follows the server, else None (the caller
+        GETs it)."""
+        if not self.synced.is_set():  # the watch is down: what is cached may be stale
+            return None
         with self._lock:
             claim = self._claims.get((namespace, name))
         if claim is None or (claim.get("metadata") or {}).get("uid") != uid:

@@ -76,19 +76,28 @@ class Preparer:
             known = self._checkpoint.get(ref.uid)
             if known is not None and (self._cdi_dir / known.spec_file).exists():
                 return known
-            claim = self._cached(ref.namespace, ref.name, ref.uid)
-            if claim is None:  # not in the cache (or no cache): one round trip
+            allocation = None
+            cached = self._cached(ref.namespace, ref.name, ref.uid)
+            if cached is not None:
+                try:
+                    allocation = self._read(cached, ref)
+                except ClaimError as err:  # the watch may lag the scheduler's last write: the server decides
+                    logger.debug("cached %s refused (%s); reading it from the API server", ref, err)
+            if allocation is None:  # not in the cache, refused from it, or no cache: one round trip
                 try:
                     claim = self._api.get_claim(ref.namespace, ref.name)
                 except ApiError as err:
                     raise ClaimError(f"claim {ref}: reading it from the API server failed: {err}") from err
-            allocation = claims_mod.read_allocation(claim, namespace=ref.namespace, name=ref.name, uid=ref.uid,
-                                                    driver=self._driver, node=self._node)
+                allocation = self._read(claim, ref)
             prepared = self._write(allocation)
             self._checkpoint.put(prepared)
             logger.info("prepared claim %s (uid %s): %s", ref, ref.uid,
                         ", ".join(f"{d.device} for {'/'.join(d.request_names)}" for d in prepared.devices))
             return prepared
+
+    def _read(self, claim: Any, ref: ClaimRef) -> claims_mod.ClaimAllocation:
+        return claims_mod.read_allocation(claim, namespace=ref.namespace, name=ref.name, uid=ref.uid,
+                                          driver=self._driver, node=self._node)
 
     def _write(self, allocation: claims_mod.ClaimAllocation) -> PreparedClaim:
         current = self._devices()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,36 @@ def test_the_cache_recovers_from_refused_lists_and_watches(clean_env: None, tmp_
             stop.set()
             thread.join(timeout=5)
         assert not thread.is_alive()
+
+
+def test_a_cached_claim_the_watch_has_not_caught_up_on_is_read_from_the_server(tmp_path: Path) -> None:
+    backend = FakeBackend(FakeOptions())
+    backend.open()
+    devices = list(backend.devices())
+    fresh = {"metadata": {"namespace": "ns", "name": "late", "uid": "u-late"},
+             "status": {"reservedFor": [{"resource": "pods", "name": "p", "uid": "p-1"}],
+                        **_results(DRIVER, NODE)}}
+    stale = {"metadata": fresh["metadata"], "status": _results(DRIVER, NODE)}  # allocated, not yet reserved
+
+    class _Server:
+        gets = 0
+
+        def get_claim(self, namespace: str, name: str) -> dict[str, Any]:
+            self.gets += 1
+            return fresh
+
+    server = _Server()
+    preparer = Preparer(api=server, backend=backend, devices=lambda: slices.members(devices), driver=DRIVER,
+                        node=NODE, cdi_dir=tmp_path / "cdi", checkpoint=Checkpoint(tmp_path / "checkpoint.json"),
+                        cached=lambda namespace, name, uid: stale)
+    assert preparer.prepare(ClaimRef("ns", "u-late", "late")).devices
+    assert server.gets == 1
+
+
+def test_a_cache_whose_watch_is_down_answers_nothing() -> None:
+    cache = ClaimCache(kube.ResourceApi(lambda: None, timeout_seconds=1),  # type: ignore[arg-type,return-value]
+                       driver=DRIVER, pool=NODE)
+    cache._claims[("ns", "c")] = {"metadata": {"namespace": "ns", "name": "c", "uid": "u"}}
+    assert cache.get("ns", "c", "u") is None  # never listed (or the watch failed): the caller GETs
+    cache.synced.set()
+    assert cache.get("ns", "c", "u") is not None
