@@ -62,7 +62,7 @@ class Preparer:
         self._cdi_dir = Path(cdi_dir)
         self._checkpoint = checkpoint
         self._kind = f"{driver}/{CDI_CLASS}"
-        self._lock = threading.Lock()  # one claim at a time: the checkpoint and spec files stay consistent
+        self._lock = threading.Lock()  # one claim written at a time: the checkpoint and spec files stay consistent
 
     def spec_file(self, uid: str) -> str:
         return f"{cdi.device_name(self._driver)}_{CDI_CLASS}_{cdi.device_name(uid)}.json"
@@ -72,28 +72,38 @@ class Preparer:
         for field in ("namespace", "uid", "name"):
             if not getattr(ref, field):
                 raise ClaimError(f"claim {ref}: the request's claim {field} is empty")
+        known = self._prepared(ref.uid)
+        if known is not None:
+            return known
+        # Read outside the lock: a slow API server delays this claim only, not the other pods' claims.
+        allocation = self._allocation(ref)
         with self._lock:
-            known = self._checkpoint.get(ref.uid)
-            if known is not None and (self._cdi_dir / known.spec_file).exists():
+            known = self._prepared(ref.uid)  # a parallel call for the same claim may have been first
+            if known is not None:
                 return known
-            allocation = None
-            cached = self._cached(ref.namespace, ref.name, ref.uid)
-            if cached is not None:
-                try:
-                    allocation = self._read(cached, ref)
-                except ClaimError as err:  # the watch may lag the scheduler's last write: the server decides
-                    logger.debug("cached %s refused (%s); reading it from the API server", ref, err)
-            if allocation is None:  # not in the cache, refused from it, or no cache: one round trip
-                try:
-                    claim = self._api.get_claim(ref.namespace, ref.name)
-                except ApiError as err:
-                    raise ClaimError(f"claim {ref}: reading it from the API server failed: {err}") from err
-                allocation = self._read(claim, ref)
             prepared = self._write(allocation)
             self._checkpoint.put(prepared)
             logger.info("prepared claim %s (uid %s): %s", ref, ref.uid,
                         ", ".join(f"{d.device} for {'/'.join(d.request_names)}" for d in prepared.devices))
             return prepared
+
+    def _prepared(self, uid: str) -> PreparedClaim | None:
+        known = self._checkpoint.get(uid)
+        return known if known is not None and (self._cdi_dir / known.spec_file).exists() else None
+
+    def _allocation(self, ref: ClaimRef) -> claims_mod.ClaimAllocation:
+        """The claim's allocation from the watch cache, else (missing there, or refused) from the API server."""
+        cached = self._cached(ref.namespace, ref.name, ref.uid)
+        if cached is not None:
+            try:
+                return self._read(cached, ref)
+            except ClaimError as err:  # the watch may lag the scheduler's last write: the server decides
+                logger.debug("cached %s refused (%s); reading it from the API server", ref, err)
+        try:
+            claim = self._api.get_claim(ref.namespace, ref.name)
+        except ApiError as err:
+            raise ClaimError(f"claim {ref}: reading it from the API server failed: {err}") from err
+        return self._read(claim, ref)
 
     def _read(self, claim: Any, ref: ClaimRef) -> claims_mod.ClaimAllocation:
         return claims_mod.read_allocation(claim, namespace=ref.namespace, name=ref.name, uid=ref.uid,

@@ -165,3 +165,36 @@ def test_a_cache_whose_watch_is_down_answers_nothing() -> None:
     assert cache.get("ns", "c", "u") is None  # never listed (or the watch failed): the caller GETs
     cache.synced.set()
     assert cache.get("ns", "c", "u") is not None
+
+
+def test_a_slow_claim_read_does_not_hold_up_the_other_claims(tmp_path: Path) -> None:
+    backend = FakeBackend(FakeOptions())
+    backend.open()
+    devices = list(backend.devices())
+
+    def claim(name: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": name, "uid": f"u-{name}"},
+                "status": {"reservedFor": [{"resource": "pods", "name": "p", "uid": "p-1"}],
+                           **_results(DRIVER, NODE)}}
+
+    asked, release = threading.Event(), threading.Event()
+
+    class _SlowServer:
+        def get_claim(self, namespace: str, name: str) -> dict[str, Any]:
+            asked.set()
+            release.wait(10)  # an API server taking its time over this one claim
+            return claim(name)
+
+    preparer = Preparer(api=_SlowServer(), backend=backend, devices=lambda: slices.members(devices), driver=DRIVER,
+                        node=NODE, cdi_dir=tmp_path / "cdi", checkpoint=Checkpoint(tmp_path / "checkpoint.json"),
+                        cached=lambda namespace, name, uid: claim(name) if name == "cached" else None)
+    slow = threading.Thread(target=preparer.prepare, args=(ClaimRef("ns", "u-slow", "slow"),))
+    slow.start()
+    try:
+        assert asked.wait(5)
+        assert preparer.prepare(ClaimRef("ns", "u-cached", "cached")).devices  # while the slow GET is pending
+        assert slow.is_alive()
+    finally:
+        release.set()
+        slow.join(timeout=10)
+    assert preparer.prepare(ClaimRef("ns", "u-slow", "slow")).devices
