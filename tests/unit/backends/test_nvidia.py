@@ -329,6 +329,21 @@ def test_gpu_that_appears_later_gets_xid_events(libnvml: Path, fixture: Fixture,
         assert devices_by_id(backend)[UUID0].healthy
 
 
+def test_a_failed_event_registration_is_tried_again(libnvml: Path, fixture: Fixture, host: FakeHost) -> None:
+    fixture.update({"fail.nvmlDeviceRegisterEvents.1": 999})  # NVML_ERROR_UNKNOWN, once at start
+    backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)
+    with closing(backend), Watch(backend) as watch:
+        fixture.update({"fail.nvmlDeviceRegisterEvents.1": 0})
+        # NVML drops events of unregistered GPUs: the XID is sent again until the retried registration
+        # lets one through.
+        for sequence in range(1, 60):
+            fixture.update({f"event.{sequence}": f"1:{XID_EVENT}:79"})
+            if watch.changes.acquire(timeout=0.5) and devices_by_id(backend)[UUID1].health_reason == "XID 79":
+                break
+        else:
+            pytest.fail("GPU 1, whose first event registration failed, never got its XID")
+
+
 def test_xid_of_a_gpu_the_backend_does_not_list_is_ignored(libnvml: Path, fixture: Fixture, host: FakeHost,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     fixture.update({"fail.nvmlDeviceGetName.1": 999})  # GPU 1 never answers: it is not advertised

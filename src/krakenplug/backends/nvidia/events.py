@@ -18,6 +18,7 @@ from typing import Any
 
 from krakenplug import errors
 from krakenplug.backends.nvidia import nvml, xid
+from krakenplug.transitions import TransitionLog
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class EventWatcher:
         self._wait_ms = max(1, int(min(1.0, interval_seconds) * 1000))
         self._probe = recover_probe
         self._registered: set[str] = set()
+        self._register_log = TransitionLog(logger)
 
     def run(self, stop: threading.Event, changed: Callable[[], None]) -> None:
         try:
@@ -77,21 +79,30 @@ class EventWatcher:
                 stop.wait(self._interval)  # do not spin on a failing event set
 
     def _register(self, event_set: Any, gpus: Iterable[tuple[str, Any]]) -> None:
-        """Registers every GPU not registered yet for the events it supports."""
+        """Registers every GPU not registered yet for the events it supports.
+
+        A GPU counts as registered only once NVML accepted it (or said it has no such events): a failed
+        registration is tried again at the next interval, and its warning is logged once.
+        """
         for uuid, handle in gpus:
             if uuid in self._registered or handle is None:
                 continue
-            self._registered.add(uuid)
             try:
                 supported = self._api.call("nvmlDeviceGetSupportedEventTypes", handle)
                 mask = xid.WATCHED_EVENTS & supported
-                if not mask:
-                    logger.info("nvidia: GPU %s reports no XID/ECC events; relying on NVML queries", uuid)
-                    continue
-                self._api.call("nvmlDeviceRegisterEvents", handle, mask, event_set)
-                logger.debug("nvidia: watching events 0x%x of GPU %s", mask, uuid)
+                if mask:
+                    self._api.call("nvmlDeviceRegisterEvents", handle, mask, event_set)
             except errors.DeviceQueryError as err:
-                logger.warning("nvidia: cannot watch events of GPU %s: %s", uuid, err)
+                self._register_log.report(uuid, str(err), logging.WARNING,
+                                          "nvidia: cannot watch events of GPU %s (retrying every %g s): %s",
+                                          uuid, self._interval, err)
+                continue
+            self._registered.add(uuid)
+            self._register_log.clear(uuid)
+            if mask:
+                logger.debug("nvidia: watching events 0x%x of GPU %s", mask, uuid)
+            else:
+                logger.info("nvidia: GPU %s reports no XID/ECC events; relying on NVML queries", uuid)
 
     def _wait_once(self, event_set: Any) -> _Outcome:
         """Waits for one event and applies it."""
