@@ -34,7 +34,6 @@ __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
 
-_SOCKET_CHECK_SECONDS = 0.5
 _JOIN_SECONDS = 10.0
 
 
@@ -117,9 +116,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
             threading.Thread(target=cache.run, args=(stop,), name="dra-claims", daemon=True,
                              kwargs={"retry_initial": config.retry_initial_seconds,
                                      "retry_max": config.retry_max_seconds}).start()
-        while not stop.wait(_SOCKET_CHECK_SECONDS):
-            dra_socket.restart_if_lost()
-            registration_socket.restart_if_lost()
+        server.keep_serving([dra_socket, registration_socket], stop)
     finally:
         registration_socket.stop()
         dra_socket.stop()

@@ -13,12 +13,13 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 
-from krakenplug import errors
+from krakenplug import errors, fswatch
 from krakenplug.grpc_unix import PooledServer
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_WORKERS = 16  # the kubelet holds one health stream; Prepare/Unprepare come in parallel for many pods
 MAX_CONCURRENT_RPCS = 64  # beyond this in flight a call is refused at once (RESOURCE_EXHAUSTED), not queued
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+FALLBACK_POLL_SECONDS = 1.0  # only without inotify: the socket directories are stat-polled this often
 
 Identity = tuple[int, int]
 
@@ -121,3 +123,42 @@ class SocketServer:
         self.stop()
         self.start()
         return True
+
+
+def keep_serving(sockets: Sequence[SocketServer], stop: threading.Event, *,
+                 poll_seconds: float = FALLBACK_POLL_SECONDS) -> None:
+    """Until ``stop``: serves a socket again as soon as its file is deleted or replaced (a kubelet restart
+    wipes its plugin dirs). Woken by inotify on each socket's directory, so an idle driver sleeps; where
+    inotify is unavailable the directories are stat-polled every ``poll_seconds``."""
+    by_directory: dict[Path, list[SocketServer]] = {}
+    for served in sockets:
+        by_directory.setdefault(served.path.parent, []).append(served)
+    watches = [(fswatch.DirectoryWatch(directory, names={s.path.name for s in group}, poll_seconds=poll_seconds),
+                group) for directory, group in by_directory.items()]
+    threads = [threading.Thread(target=_follow, args=(watch, group), name=f"dra-watch-{watch.directory.name}",
+                                daemon=True) for watch, group in watches]
+    for thread in threads:
+        thread.start()
+    try:
+        stop.wait()
+    finally:
+        for watch, _ in watches:
+            watch.close()
+        for thread in threads:
+            thread.join(timeout=poll_seconds + 5)
+        for watch, _ in watches:
+            watch.release()
+
+
+def _follow(watch: fswatch.DirectoryWatch, sockets: Sequence[SocketServer]) -> None:
+    logger.debug("watching %s for %s (%s)", watch.directory, ", ".join(s.path.name for s in sockets),
+                 "inotify" if watch.inotify else f"polled every {FALLBACK_POLL_SECONDS:g} s")
+    while not watch.closed:
+        watch.wait(None)
+        if watch.closed:
+            return
+        for served in sockets:
+            try:
+                served.restart_if_lost()
+            except errors.RegistrationError as err:  # the directory is gone for now: the next event retries
+                logger.error("%s", err)
