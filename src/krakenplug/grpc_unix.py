@@ -1,34 +1,80 @@
-"""A gRPC server with its own worker pool on one unix socket, for the components that serve the kubelet.
+"""A gRPC server on one unix socket, for the components that serve the kubelet.
 
-The pool belongs to the server: it is made with it and shut down after it, so a stopped server leaves no
-worker threads behind (grpc.Server.stop does not end the executor it was given).
+The servers are ``grpc.aio`` servers on one event loop that the process shares (thread
+``krakenplug-grpc``). Why not the synchronous ``grpc.server``: its completion-queue loop wakes every
+200 ms to check for signals, which alone is most of an idle agent's CPU; the asyncio server's poller
+waits without a deadline (bench/idle_cpu.py, docs/plugin.md, Performance). Handlers keep their shapes:
+
+* a plain ``def`` handler (unary calls: Allocate, NodePrepareResources, ...) runs on the server's own
+  worker pool, so a slow vendor library or API read never stalls the loop;
+* an ``async def`` generator (the long-lived streams: ListAndWatch, NodeWatchResources) runs on the loop
+  and costs no thread while it waits; a client that goes away cancels it at its ``await``.
+
+The pool belongs to the server: made with it and shut down after it, so a stopped server leaves no
+worker threads behind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
 STOP_GRACE_SECONDS = 1.0  # in-flight calls get this long to finish; streams are cancelled
+_CALL_TIMEOUT_SECONDS = 30.0  # a loop that does not answer a start/stop within this is broken
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
 
 
-class PooledServer:
-    """``server`` is a fresh grpc.Server on ``max_workers`` threads; register servicers on it, then ``bind``."""
+def loop() -> asyncio.AbstractEventLoop:
+    """The process's gRPC event loop, started on first use; it runs until the process ends."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            started = asyncio.new_event_loop()
+            threading.Thread(target=started.run_forever, name="krakenplug-grpc", daemon=True).start()
+            _loop = started
+        return _loop
+
+
+def run(coroutine: Coroutine[Any, Any, T], *, timeout: float = _CALL_TIMEOUT_SECONDS) -> T:
+    """Runs ``coroutine`` on the gRPC loop from any other thread and returns its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop()).result(timeout)
+
+
+class UnixServer:
+    """``server`` is a fresh grpc.aio.Server whose plain handlers run on ``max_workers`` threads; register
+    servicers on it, then ``bind`` and ``start``."""
 
     def __init__(self, *, max_workers: int, thread_name_prefix: str,
                  maximum_concurrent_rpcs: int | None = None) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers,
                                                                thread_name_prefix=thread_name_prefix)
-        self.server = grpc.server(self._executor, maximum_concurrent_rpcs=maximum_concurrent_rpcs)
+        self.server: grpc.aio.Server = run(self._create(maximum_concurrent_rpcs))
+
+    async def _create(self, maximum_concurrent_rpcs: int | None) -> grpc.aio.Server:
+        # Made on the loop: the server binds itself to the loop it is created on.
+        return grpc.aio.server(migration_thread_pool=self._executor, maximum_concurrent_rpcs=maximum_concurrent_rpcs)
 
     def bind(self, path: Path) -> None:
         """Creates the socket file at ``path``; raises RuntimeError when gRPC could not."""
         if not self.server.add_insecure_port(f"unix://{path}"):
             raise RuntimeError("add_insecure_port returned 0")
 
+    def start(self) -> None:
+        run(self.server.start())
+
     def stop(self) -> None:
         """Stops the server (waiting up to the grace period) and then its pool, cancelling queued work."""
-        self.server.stop(STOP_GRACE_SECONDS).wait()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        try:
+            run(self.server.stop(STOP_GRACE_SECONDS), timeout=STOP_GRACE_SECONDS + _CALL_TIMEOUT_SECONDS)
+        finally:
+            self._executor.shutdown(wait=True, cancel_futures=True)

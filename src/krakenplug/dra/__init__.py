@@ -80,9 +80,9 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
     dra_servicer = service.DraServicer(preparer)
     health = service.HealthServicer(hub, pool=node, name_of=lambda device: names.dns_label(device.id),
                                     devices_of=slices.published,
-                                    timeout_seconds=config.health_timeout_seconds, stop=stop)
+                                    timeout_seconds=config.health_timeout_seconds)
 
-    def add_dra(grpc_server: grpc.Server) -> None:
+    def add_dra(grpc_server: grpc.aio.Server) -> None:
         dra_grpc.add_DRAPluginServicer_to_server(dra_servicer, grpc_server)
         dra_beta_grpc.add_DRAPluginServicer_to_server(service.DraBetaServicer(dra_servicer), grpc_server)
         health_grpc.add_DRAResourceHealthServicer_to_server(health, grpc_server)
@@ -118,6 +118,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                      "retry_max": config.retry_max_seconds}).start()
         server.keep_serving([dra_socket, registration_socket], stop)
     finally:
+        health.close()
         registration_socket.stop()
         dra_socket.stop()
         checkpoint.close()

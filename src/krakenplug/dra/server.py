@@ -20,24 +20,26 @@ from pathlib import Path
 import grpc
 
 from krakenplug import errors, fswatch
-from krakenplug.grpc_unix import PooledServer
+from krakenplug.grpc_unix import UnixServer
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKERS = 16  # the kubelet holds one health stream; Prepare/Unprepare come in parallel for many pods
+MAX_WORKERS = 16  # for Prepare/Unprepare, which come in parallel for many pods (health streams wait on the loop)
 MAX_CONCURRENT_RPCS = 64  # beyond this in flight a call is refused at once (RESOURCE_EXHAUSTED), not queued
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 FALLBACK_POLL_SECONDS = 1.0  # only without inotify: the socket directories are stat-polled this often
 
-Identity = tuple[int, int]
+Identity = tuple[int, int, int]
 
 
 def identity_of(path: Path) -> Identity | None:
+    """Which file is at ``path``; the change time goes with the inode, as a socket deleted and bound again
+    often gets the same inode number back."""
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return (info.st_dev, info.st_ino)
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 def socket_paths(registry_dir: Path, plugin_dir: Path, driver: str, uid: str | None) -> tuple[Path, Path]:
@@ -74,13 +76,13 @@ def remove_dead_sockets(directory: Path, pattern: str, keep: Path) -> list[Path]
 
 
 class SocketServer:
-    """A gRPC server on one unix socket; ``add`` registers the servicers on a fresh grpc.Server."""
+    """A gRPC server on one unix socket; ``add`` registers the servicers on a fresh grpc.aio.Server."""
 
-    def __init__(self, path: Path, add: Callable[[grpc.Server], None], *, what: str) -> None:
+    def __init__(self, path: Path, add: Callable[[grpc.aio.Server], None], *, what: str) -> None:
         self.path = Path(path)
         self._add = add
         self._what = what
-        self._grpc: PooledServer | None = None
+        self._grpc: UnixServer | None = None
         self.identity: Identity | None = None
 
     def start(self) -> None:
@@ -91,12 +93,12 @@ class SocketServer:
             self.path.unlink()
         except FileNotFoundError:
             pass
-        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"dra-{self.path.stem}",
+        self._grpc = UnixServer(max_workers=MAX_WORKERS, thread_name_prefix=f"dra-{self.path.stem}",
                                   maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         self._add(self._grpc.server)
         try:
             self._grpc.bind(self.path)
-            self._grpc.server.start()
+            self._grpc.start()
         except (RuntimeError, OSError) as err:
             self.stop()
             raise errors.RegistrationError(f"cannot serve {self._what} on {self.path}: {err}") from err

@@ -6,10 +6,12 @@ that cannot be read at all fails the call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -31,8 +33,7 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_TYPE = "DRAPlugin"
 SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")  # newest first, as the kubelet expects
-_WAKE_SECONDS = 0.5
-# Each health stream holds a server worker for its life; the kubelet keeps one (two across a reconnect).
+# The kubelet keeps one health stream (two across a reconnect).
 MAX_HEALTH_STREAMS = 4
 
 
@@ -147,10 +148,13 @@ def health_response(devices: Sequence[base.Device], *, pool: str, name_of: Calla
 
 
 class HealthServicer(health_grpc.DRAResourceHealthServicer):
-    """Streams every device's health at once, on every snapshot change, and again well within the timeout."""
+    """Streams every device's health at once, on every snapshot change, and again well within the timeout.
+
+    The streams wait on the gRPC event loop (krakenplug.grpc_unix), woken by the hub's snapshots.
+    """
 
     def __init__(self, hub: DeviceHub, *, pool: str, name_of: Callable[[base.Device], str], timeout_seconds: int,
-                 stop: threading.Event, on_sent: Callable[[Snapshot], None] = lambda snapshot: None,
+                 on_sent: Callable[[Snapshot], None] = lambda snapshot: None,
                  devices_of: Callable[[Sequence[base.Device]], Sequence[base.Device]] = lambda devices: devices,
                  max_streams: int = MAX_HEALTH_STREAMS) -> None:
         """``devices_of`` turns a snapshot's devices into the published ones (whole partitionable devices)."""
@@ -159,32 +163,54 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
         self._pool = pool
         self._name_of = name_of
         self._timeout = timeout_seconds
-        self._stop = stop
         self._on_sent = on_sent
         self._max_streams = max_streams
         self._streams = threading.BoundedSemaphore(max_streams)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
-    def NodeWatchResources(self, request: health_pb2.NodeWatchResourcesRequest,
-                           context: Any) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
-        # Surplus streams are refused at once, so the other workers stay free for NodePrepareResources
-        # even when a client opens streams and never closes them.
+    def close(self) -> None:
+        """Ends every stream (the driver is stopping)."""
+        with self._lock:
+            self._closed = True
+            for loop, event in self._waiters:
+                loop.call_soon_threadsafe(event.set)
+
+    async def NodeWatchResources(self, request: health_pb2.NodeWatchResourcesRequest,
+                                 context: Any) -> AsyncIterator[health_pb2.NodeWatchResourcesResponse]:
+        # A client that opens streams and never closes them gets a bounded number.
         if not self._streams.acquire(blocking=False):
             logger.warning("refused a NodeWatchResources stream: %d are open already", self._max_streams)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._max_streams} NodeWatchResources streams "
-                          "are open already (the kubelet needs one); close one first")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self._max_streams} NodeWatchResources "
+                                "streams are open already (the kubelet needs one); close one first")
         try:
-            yield from self._watch(context)
+            async for response in self._watch():
+                yield response
         finally:
             self._streams.release()
 
-    def _watch(self, context: Any) -> Iterator[health_pb2.NodeWatchResourcesResponse]:
-        version, sent_at = -1, 0.0
-        resend = self._timeout / 3
-        while not self._stop.is_set() and context.is_active():
-            snapshot = self._hub.wait_for_change(version, _WAKE_SECONDS)
-            if snapshot.version == version and time.monotonic() - sent_at < resend:
-                continue
-            yield health_response(self._devices_of(snapshot.devices), pool=self._pool, name_of=self._name_of,
-                                  timeout_seconds=self._timeout, now=time.time())
-            version, sent_at = snapshot.version, time.monotonic()
-            self._on_sent(snapshot)
+    async def _watch(self) -> AsyncIterator[health_pb2.NodeWatchResourcesResponse]:
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        loop, changed = waiter
+
+        def wake(snapshot: Snapshot) -> None:  # on the hub's thread
+            loop.call_soon_threadsafe(changed.set)
+
+        unsubscribe = self._hub.subscribe(wake)
+        with self._lock:
+            self._waiters.add(waiter)
+        resend = self._timeout / 3  # well within the kubelet's timeout, so no device turns Unknown
+        try:
+            while not self._closed:
+                changed.clear()  # before reading: a snapshot after this read wakes the wait below
+                snapshot = self._hub.snapshot()
+                yield health_response(self._devices_of(snapshot.devices), pool=self._pool, name_of=self._name_of,
+                                      timeout_seconds=self._timeout, now=time.time())
+                self._on_sent(snapshot)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), resend)
+        finally:
+            unsubscribe()
+            with self._lock:
+                self._waiters.discard(waiter)

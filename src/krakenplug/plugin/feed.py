@@ -2,58 +2,69 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
 
 from krakenplug.plugin import inventory as inventory_mod
 
-_RECHECK_SECONDS = 30.0  # a cancelled RPC wakes its stream at once; this is only a backstop
+_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
 
 class SnapshotFeed:
-    """Holds the latest :class:`Inventory`; ``version`` moves only when what the kubelet sees changes."""
+    """Holds the latest :class:`Inventory`; ``version`` moves only when what the kubelet sees changes.
+
+    Published from any thread; streams wait on an event loop (``next_after``) and are woken through it.
+    """
 
     def __init__(self, inventory: inventory_mod.Inventory) -> None:
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._inventory = inventory
         self._version = 0
         self._closed = False
+        self._waiters: set[_Waiter] = set()
 
     @property
     def inventory(self) -> inventory_mod.Inventory:
         return self._inventory
 
     def current(self) -> tuple[int, inventory_mod.Inventory]:
-        with self._changed:
+        with self._lock:
             return self._version, self._inventory
 
     def publish(self, inventory: inventory_mod.Inventory) -> bool:
         """Makes ``inventory`` current; returns True (and wakes the streams) when the kubelet must hear of it."""
-        with self._changed:
+        with self._lock:
             visible = inventory.advertised != self._inventory.advertised
             self._inventory = inventory
             if visible:
                 self._version += 1
-                self._changed.notify_all()
+                self._wake()
             return visible
 
     def close(self) -> None:
         """Ends every stream waiting on this feed."""
-        with self._changed:
+        with self._lock:
             self._closed = True
-            self._changed.notify_all()
+            self._wake()
 
-    def wake(self) -> None:
-        """Lets waiting streams re-check their client (called when an RPC is cancelled)."""
-        with self._changed:
-            self._changed.notify_all()
+    def _wake(self) -> None:
+        for loop, event in self._waiters:
+            loop.call_soon_threadsafe(event.set)
 
-    def wait_newer(self, version: int, *, active: Callable[[], bool]) -> tuple[int, inventory_mod.Inventory] | None:
-        """The next snapshot after ``version``; None once the feed is closed or the client went away."""
-        with self._changed:
+    async def next_after(self, version: int) -> tuple[int, inventory_mod.Inventory] | None:
+        """The next snapshot after ``version``; None once the feed is closed. A cancelled stream (the
+        client went away) is cancelled here."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        try:
             while True:
-                if self._closed or not active():
-                    return None
-                if self._version != version:
-                    return self._version, self._inventory
-                self._changed.wait(_RECHECK_SECONDS)
+                with self._lock:
+                    if self._closed:
+                        return None
+                    if self._version != version:
+                        return self._version, self._inventory
+                    waiter[1].clear()
+                    self._waiters.add(waiter)
+                await waiter[1].wait()
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)

@@ -19,16 +19,16 @@ from krakenplug import errors
 from krakenplug.api import deviceplugin_v1beta1_pb2 as dp_pb2
 from krakenplug.api import deviceplugin_v1beta1_pb2_grpc as dp_grpc
 from krakenplug.backends import base
-from krakenplug.grpc_unix import PooledServer
+from krakenplug.grpc_unix import UnixServer
 from krakenplug.plugin import allocation, servicer, watcher
 from krakenplug.plugin import feed as feed_mod
 from krakenplug.plugin import inventory as inventory_mod
 
 logger = logging.getLogger(__name__)
 
-# Each ListAndWatch stream holds a worker for its whole life. The kubelet keeps one and may briefly hold a
-# second across a reconnect; the servicer refuses streams beyond MAX_STREAMS, so the other workers are
-# always free for Allocate, GetPreferredAllocation and GetDevicePluginOptions. Calls beyond
+# The workers serve the unary calls (Allocate, GetPreferredAllocation, GetDevicePluginOptions); the
+# ListAndWatch streams wait on the gRPC loop (krakenplug.grpc_unix). The kubelet keeps one stream and may
+# briefly hold a second across a reconnect; the servicer refuses streams beyond MAX_STREAMS. Calls beyond
 # MAX_CONCURRENT_RPCS in flight are refused at once (RESOURCE_EXHAUSTED) instead of queueing unbounded.
 MAX_WORKERS = 16
 MAX_STREAMS = 4
@@ -52,7 +52,7 @@ class ResourceServer:
         self._feed = feed_mod.SnapshotFeed(inventory)
         self._servicer = servicer.DevicePluginServicer(self._feed, backend, limits=limits, cdi_prefix=cdi_prefix,
                                                        max_streams=MAX_STREAMS)
-        self._grpc: PooledServer | None = None
+        self._grpc: UnixServer | None = None
 
     @property
     def resource(self) -> str:
@@ -72,13 +72,13 @@ class ResourceServer:
         Raises :class:`SocketInUse` when a live process answers at the path.
         """
         _claim_socket(self.socket_path, self.resource)
-        self._grpc = PooledServer(max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}",
+        self._grpc = UnixServer(max_workers=MAX_WORKERS, thread_name_prefix=f"plugin-{self.socket_path.stem}",
                                   maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         dp_grpc.add_DevicePluginServicer_to_server(self._servicer, self._grpc.server)
         try:
             self._grpc.bind(self.socket_path)
             os.chmod(self.socket_path, SOCKET_MODE)  # bound now; nobody can connect before start()
-            self._grpc.server.start()
+            self._grpc.start()
             _check_accepts(self.socket_path)
         except (RuntimeError, OSError) as err:
             self.stop()

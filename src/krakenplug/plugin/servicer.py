@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -56,34 +56,30 @@ class DevicePluginServicer(dp_grpc.DevicePluginServicer):
                                context: grpc.ServicerContext) -> dp_pb2.DevicePluginOptions:
         return OPTIONS
 
-    def ListAndWatch(self, request: dp_pb2.Empty,
-                     context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
-        # Each stream holds a server worker for its life: surplus streams are refused at once, so the
-        # workers left over always serve the kubelet's unary calls.
+    async def ListAndWatch(self, request: dp_pb2.Empty,
+                           context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[dp_pb2.ListAndWatchResponse]:
+        # A stream waits on the gRPC loop, not on a worker; the bound only stops a client that opens
+        # streams in a loop from piling them up.
         if not self._streams.acquire(blocking=False):
             # Once per flood, not once per refused stream: a client opening streams in a loop must not fill the log.
             self._refusals.report("streams", "full", logging.WARNING, "refusing ListAndWatch streams for %s: "
                                   "%d are open already", self.resource, self._max_streams)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{self._max_streams} ListAndWatch streams for {self.resource} are open already "
-                          f"(the kubelet needs one); close one first")
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{self._max_streams} ListAndWatch streams for {self.resource} are open already "
+                                f"(the kubelet needs one); close one first")
         self._refusals.clear("streams")
         try:
-            yield from self._list_and_watch(context)
+            version, inventory = self._feed.current()
+            if logger.isEnabledFor(logging.INFO):  # the summary walks every device: only build it when shown
+                logger.info("kubelet opened ListAndWatch for %s: %s", self.resource, inventory.summary())
+            yield inventory.response
+            while (newer := await self._feed.next_after(version)) is not None:
+                version, inventory = newer
+                logger.debug("sending a new %s snapshot (version %d)", self.resource, version)
+                yield inventory.response
         finally:
             self._streams.release()
-
-    def _list_and_watch(self, context: grpc.ServicerContext) -> Iterator[dp_pb2.ListAndWatchResponse]:
-        context.add_callback(self._feed.wake)
-        version, inventory = self._feed.current()
-        if logger.isEnabledFor(logging.INFO):  # the summary walks every device: only build it when shown
-            logger.info("kubelet opened ListAndWatch for %s: %s", self.resource, inventory.summary())
-        yield inventory.response
-        while (newer := self._feed.wait_newer(version, active=context.is_active)) is not None:
-            version, inventory = newer
-            logger.debug("sending a new %s snapshot (version %d)", self.resource, version)
-            yield inventory.response
-        logger.debug("ListAndWatch stream for %s ended", self.resource)
+            logger.debug("ListAndWatch stream for %s ended", self.resource)
 
     def GetPreferredAllocation(self, request: dp_pb2.PreferredAllocationRequest,
                                context: grpc.ServicerContext) -> dp_pb2.PreferredAllocationResponse:

@@ -69,12 +69,14 @@ class Registration:
     error: str
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at ``path``: a socket deleted and bound again within one poll often gets the same
+    inode number back, so the change time is part of it (the kubelet's fsnotify sees both events)."""
     try:
         info = path.stat()
     except OSError:
         return None
-    return (info.st_dev, info.st_ino)
+    return (info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 class DraKubelet:
@@ -87,7 +89,7 @@ class DraKubelet:
         self.health_retry_seconds = health_retry_seconds
         self.registrations: list[Registration] = []
         self.drivers: dict[str, Driver] = {}
-        self._seen: dict[Path, tuple[int, int]] = {}
+        self._seen: dict[Path, tuple[int, int, int]] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
