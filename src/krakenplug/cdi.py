@@ -153,7 +153,8 @@ class SpareFiles:
             earlier.unlink(missing_ok=True)
         while not stop.is_set():
             with self._wanted:
-                self._wanted.wait_for(lambda: len(self._ready) < self._keep or stop.is_set(), timeout=0.5)
+                # No timeout: take() and stop_waiting() notify, so an idle driver never wakes here.
+                self._wanted.wait_for(lambda: len(self._ready) < self._keep or stop.is_set())
                 missing = self._keep - len(self._ready)
             for _ in range(max(0, missing)):
                 made = self._make()
@@ -181,7 +182,7 @@ class SpareFiles:
         return path
 
     def stop_waiting(self) -> None:
-        """Wakes ``run`` (after its stop event is set)."""
+        """Wakes ``run``; call it after setting its stop event."""
         with self._wanted:
             self._wanted.notify_all()
 
