@@ -10,10 +10,10 @@ missing socket or a slow kubelet (5 s deadline) never blocks a scrape: metrics c
 and ``krakenplug_podresources_up`` says 0. The last good map is kept for a short while after a failure
 (``keep_seconds``) so that one failed call does not make pod labels flap.
 
-Nobody scraping for ``IDLE_AFTER_SECONDS`` (longer than any usual scrape interval) slows the refresh to
-half of ``keep_seconds`` (15 s by default), so that an idle node does not call the kubelet for nothing
-and the map never goes stale meanwhile; the first scrape after that wakes an immediate refresh, and the
-normal period applies again from there.
+Nobody scraping for ``IDLE_AFTER_SECONDS`` (longer than any usual scrape interval), or nobody having
+scraped yet since start, slows the refresh to half of ``keep_seconds`` (15 s by default), so that an
+idle node does not call the kubelet for nothing and the map never goes stale meanwhile; the first scrape
+after that wakes an immediate refresh, and the normal period applies again from there.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class PodResourcesWatcher:
         initial = max(self.refresh_seconds, 1.0)
         self._backoff = Backoff(initial=initial, maximum=max(MAX_BACKOFF_SECONDS, initial), jitter=0.0)
         self._client = PodResourcesClient(self.socket_path, call_timeout_seconds=call_timeout_seconds)
-        self._last_read = clock()  # the first scrapes after start find a map refreshed at the normal period
+        self._last_read: float | None = None  # no scrape yet: the idle period until the first one wakes us
         self._slowed = False  # the loop is waiting the idle period; the next scrape wakes it
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -121,7 +121,7 @@ class PodResourcesWatcher:
     def next_delay(self, delay: float) -> float:
         """``delay`` from :meth:`refresh_once`, stretched to the idle period when nobody has scraped lately."""
         with self._lock:
-            idle = self._clock() - self._last_read >= IDLE_AFTER_SECONDS
+            idle = self._last_read is None or self._clock() - self._last_read >= IDLE_AFTER_SECONDS
             self._slowed = idle and self.idle_refresh_seconds > delay
             return self.idle_refresh_seconds if self._slowed else delay
 

@@ -127,6 +127,7 @@ def test_the_background_thread_refreshes_and_stops(fake_kubelet, watcher_for):
     watcher.start()
     deadline = time.monotonic() + 10
     while fake_kubelet.calls < 2 and time.monotonic() < deadline:
+        watcher.current()  # scraped, so the normal period applies (unscraped, it would be the idle one)
         time.sleep(0.05)
     assert fake_kubelet.calls >= 2 and watcher.current().up
     watcher.close()
@@ -138,7 +139,9 @@ def test_the_background_thread_refreshes_and_stops(fake_kubelet, watcher_for):
 def test_nobody_scraping_slows_the_refresh_and_a_scrape_wakes_it(fake_kubelet, watcher_for):
     clock = Clock()
     watcher = watcher_for(fake_kubelet.socket_path, refresh_seconds=5.0, keep_seconds=30.0, clock=clock)
-    assert watcher.next_delay(watcher.refresh_once()) == 5.0  # just started: the normal period
+    assert watcher.next_delay(watcher.refresh_once()) == 15.0  # never scraped yet: the idle period
+    assert watcher.current().up  # the first scrape ends it
+    assert watcher.next_delay(watcher.refresh_once()) == 5.0  # scraped lately: the normal period
     clock.now += IDLE_AFTER_SECONDS
     assert watcher.next_delay(watcher.refresh_once()) == 15.0  # idle: half the keep window, never stale
     assert watcher.current().up  # a scrape reads the map, still within keep_seconds, and ends the idle period
@@ -153,7 +156,7 @@ def test_nobody_scraping_slows_the_refresh_and_a_scrape_wakes_it(fake_kubelet, w
 def test_the_background_thread_refreshes_at_once_when_a_scrape_ends_the_idle_period(fake_kubelet, watcher_for):
     clock = Clock()
     watcher = watcher_for(fake_kubelet.socket_path, refresh_seconds=5.0, clock=clock)
-    clock.now += IDLE_AFTER_SECONDS  # nobody has scraped since start
+    # nobody has scraped since start
     watcher.start()
     deadline = time.monotonic() + 10
     while fake_kubelet.calls < 1 and time.monotonic() < deadline:
