@@ -24,7 +24,7 @@ from typing import Any
 
 from krakenplug.backends import base
 
-__all__ = ["CDI_VERSION", "DeviceSpecs", "SpareFiles", "container_edits", "device_name", "qualified", "remove_spec",
+__all__ = ["CDI_VERSION", "DeviceSpecs", "container_edits", "device_name", "qualified", "remove_spec",
            "spec", "write_json"]
 
 logger = logging.getLogger(__name__)
@@ -85,30 +85,24 @@ _MODE = 0o644  # runtimes run as root, but tools that list specs may not
 _CHMOD = _umask() is None or (_MODE & ~(_umask() or 0)) != _MODE  # only where the umask would narrow the mode
 
 
-def write_json(directory: Path, filename: str, content: Json, *, spare: Path | None = None) -> Path:
+def write_json(directory: Path, filename: str, content: Json) -> Path:
     """Writes ``content`` as JSON to ``directory/filename`` atomically (specs, checkpoints); returns the path.
 
     On the Prepare path, so it makes few system calls: open a fixed temporary name (callers serialise
-    writes of one file), or ``spare``, an empty file :class:`SpareFiles` made ahead (creating a file is
-    the slowest step, bench/dra_prepare.py), one write, close, rename; the directory is made only when the
-    open finds it missing. Compact JSON, because ``indent`` makes the json module use its pure-Python encoder.
+    writes of one file), one write, close, rename; the directory is made only when the open finds it
+    missing. Compact JSON, because ``indent`` makes the json module use its pure-Python encoder. (Empty
+    files made ahead by a thread of their own saved the file creation in a microbenchmark but made
+    NodePrepareResources 0.13-0.2 ms slower in the running agent, bench/dra_prepare.py: gone.)
     """
     target = directory / filename
     data = json.dumps(content, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-    handle = -1
-    if spare is not None:
-        try:
-            handle, temporary = os.open(spare, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC), spare
-        except OSError:  # removed meanwhile: make one
-            handle = -1
-    if handle < 0:
-        temporary = directory / f".{filename}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        try:
-            handle = os.open(temporary, flags, _MODE)
-        except FileNotFoundError:
-            directory.mkdir(parents=True, exist_ok=True)
-            handle = os.open(temporary, flags, _MODE)
+    temporary = directory / f".{filename}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    try:
+        handle = os.open(temporary, flags, _MODE)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = os.open(temporary, flags, _MODE)
     try:
         try:
             if _CHMOD:
@@ -124,67 +118,6 @@ def write_json(directory: Path, filename: str, content: Json, *, spare: Path | N
             os.unlink(temporary)
         raise
     return target
-
-
-class SpareFiles:
-    """Empty files made ahead in ``directory`` by a thread of their own, each taken once by ``write_json``.
-
-    Thread-safe. ``take`` never waits: with none left it answers None (the writer creates its file).
-    """
-
-    def __init__(self, directory: Path, tag: str, *, keep: int = 4) -> None:
-        """``tag`` (the driver) tells our spares from those of other agents sharing the directory."""
-        self.directory = Path(directory)
-        self._prefix = f".spare-{device_name(tag)}-"
-        self._keep = keep
-        self._ready: list[Path] = []
-        self._made = 0
-        self._wanted = threading.Condition()
-
-    def take(self) -> Path | None:
-        with self._wanted:
-            spare = self._ready.pop() if self._ready else None
-            self._wanted.notify()
-        return spare
-
-    def run(self, stop: threading.Event) -> None:
-        """Keeps ``keep`` spares until ``stop``, then removes the ones left (and any of an earlier run)."""
-        for earlier in self.directory.glob(f"{self._prefix}*"):
-            earlier.unlink(missing_ok=True)
-        while not stop.is_set():
-            with self._wanted:
-                # No timeout: take() and stop_waiting() notify, so an idle driver never wakes here.
-                self._wanted.wait_for(lambda: len(self._ready) < self._keep or stop.is_set())
-                missing = self._keep - len(self._ready)
-            for _ in range(max(0, missing)):
-                made = self._make()
-                if made is None:
-                    stop.wait(1.0)  # a full disk or a missing directory: writers create their own files
-                    break
-                with self._wanted:
-                    self._ready.append(made)
-        with self._wanted:
-            left, self._ready = self._ready, []
-        for path in left:
-            path.unlink(missing_ok=True)
-
-    def _make(self) -> Path | None:
-        self._made += 1
-        path = self.directory / f"{self._prefix}{os.getpid()}-{self._made}"
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _MODE))
-            if _CHMOD:
-                os.chmod(path, _MODE)
-        except OSError as err:
-            logger.debug("no spare file in %s: %s", self.directory, err)
-            return None
-        return path
-
-    def stop_waiting(self) -> None:
-        """Wakes ``run``; call it after setting its stop event."""
-        with self._wanted:
-            self._wanted.notify_all()
 
 
 def remove_spec(directory: Path, filename: str) -> bool:

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from krakenplug import cdi
 from krakenplug import resource_names as names
 from krakenplug.api import dra_v1_pb2_grpc as dra_grpc
 from krakenplug.api import dra_v1beta1_pb2_grpc as dra_beta_grpc
@@ -70,9 +69,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
 
     cache = ClaimCache(api, driver=driver, pool=node) if config.watch_claims else None
     checkpoint = Checkpoint(plugin_dir / "checkpoint.json")
-    spares = cdi.SpareFiles(settings.cdi_dir, driver)
     preparer = Preparer(api=api, backend=backend, devices=current_devices, driver=driver, node=node,
-                        cdi_dir=settings.cdi_dir, checkpoint=checkpoint, spares=spares,
+                        cdi_dir=settings.cdi_dir, checkpoint=checkpoint,
                         cached=cache.get if cache is not None else lambda namespace, name, uid: None)
     swept = preparer.sweep()
     if swept:
@@ -102,7 +100,6 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         name="dra-slices", daemon=True)
     logger.info("DRA driver %s starting on node %s: registry %s, plugin dir %s, CDI dir %s", driver, node,
                 config.registry_dir, plugin_dir, settings.cdi_dir)
-    spare_maker: threading.Thread | None = None
     dra_socket.start()
     try:
         for path in server.remove_dead_sockets(config.registry_dir, f"{driver}-*reg.sock",
@@ -110,8 +107,6 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
             logger.info("removed the dead registration socket %s", path)
         registration_socket.start()
         publishing.start()
-        spare_maker = threading.Thread(target=spares.run, args=(stop,), name="dra-cdi-spares", daemon=True)
-        spare_maker.start()
         if cache is not None:
             threading.Thread(target=cache.run, args=(stop,), name="dra-claims", daemon=True,
                              kwargs={"retry_initial": config.retry_initial_seconds,
@@ -122,9 +117,6 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         registration_socket.stop()
         dra_socket.stop()
         checkpoint.close()
-        if spare_maker is not None:
-            spares.stop_waiting()
-            spare_maker.join(timeout=_JOIN_SECONDS)
         if publishing.ident is not None:
             publishing.join(timeout=_JOIN_SECONDS)
         logger.info("DRA driver %s stopped", driver)

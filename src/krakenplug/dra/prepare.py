@@ -48,12 +48,9 @@ class Preparer:
     def __init__(self, *, api: ClaimReader, backend: base.Backend,
                  devices: Callable[[], Mapping[str, Sequence[base.Device]]],
                  driver: str, node: str, cdi_dir: Path, checkpoint: Checkpoint,
-                 cached: Callable[[str, str, str], dict[str, Any] | None] = lambda namespace, name, uid: None,
-                 spares: cdi.SpareFiles | None = None) -> None:
-        """``cached(namespace, name, uid)``: the claim from a watch cache when it holds that UID, else None;
-        ``spares``: empty files in the CDI dir made ahead, so a spec write creates no file."""
+                 cached: Callable[[str, str, str], dict[str, Any] | None] = lambda namespace, name, uid: None) -> None:
+        """``cached(namespace, name, uid)``: the claim from a watch cache when it holds that UID, else None."""
         self._api = api
-        self._spares = spares
         self._cached = cached
         self._backend = backend
         self._devices = devices
@@ -141,8 +138,7 @@ class Preparer:
             names[request] = cdi.device_name(f"{allocation.uid}-{request.replace('/', '-')}")
             edits[names[request]] = cdi.container_edits(merged)
         filename = self.spec_file(allocation.uid)
-        cdi.write_json(self._cdi_dir, filename, cdi.spec(self._kind, edits),
-                       spare=self._spares.take() if self._spares is not None else None)
+        cdi.write_json(self._cdi_dir, filename, cdi.spec(self._kind, edits))
         prepared = tuple(PreparedDevice(request_names=(d.request,), pool=d.pool, device=d.device,
                                         cdi_ids=(cdi.qualified(self._kind, names[d.request]),), share_id=d.share_id)
                          for d in allocation.devices)

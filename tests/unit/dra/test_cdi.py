@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
 from pathlib import Path
 
 from krakenplug import cdi
@@ -81,33 +79,3 @@ def test_an_unwritable_directory_is_logged_not_raised(tmp_path: Path, caplog) ->
     assert not specs.update(backend.devices())
     assert not specs.update(backend.devices())
     assert sum("writing CDI specs" in r.getMessage() for r in caplog.records) == 1
-
-
-def test_a_spare_file_made_ahead_becomes_the_spec_and_spares_are_kept_and_cleaned(tmp_path: Path) -> None:
-    spares = cdi.SpareFiles(tmp_path, "fake.krakenplug.pcl.ac.cn", keep=2)
-    (tmp_path / ".spare-fake.krakenplug.pcl.ac.cn-1-1").touch()  # left by an earlier run
-    (tmp_path / ".spare-other-driver-1-1").touch()  # another agent's: not ours to remove
-    stop = threading.Event()
-    maker = threading.Thread(target=spares.run, args=(stop,))
-    maker.start()
-    try:
-        deadline = time.monotonic() + 10
-        earlier = tmp_path / ".spare-fake.krakenplug.pcl.ac.cn-1-1"
-        while len(list(tmp_path.glob(".spare-fake.*"))) < 2 or earlier.exists():
-            assert time.monotonic() < deadline, "no spares made"
-            time.sleep(0.01)
-        spare = spares.take()
-        assert spare is not None and spare.exists()
-        inode = os.stat(spare).st_ino
-        cdi.write_json(tmp_path, "s.json", {"v": 1}, spare=spare)
-        assert os.stat(tmp_path / "s.json").st_ino == inode and not spare.exists()  # the spare, renamed
-        assert json.loads((tmp_path / "s.json").read_text()) == {"v": 1}
-        assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o644"
-        gone = tmp_path / ".spare-removed"
-        cdi.write_json(tmp_path, "t.json", {"v": 2}, spare=gone)  # a spare that vanished: a file is made
-        assert json.loads((tmp_path / "t.json").read_text()) == {"v": 2}
-    finally:
-        stop.set()
-        spares.stop_waiting()
-        maker.join(timeout=5)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".spare-other-driver-1-1", "s.json", "t.json"]
