@@ -160,7 +160,10 @@ def test_a_non_atomic_rewrite_of_an_unchanged_file_does_not_change_what_the_kube
     kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=3, timeout=5)
 
 
-def test_an_oversized_devices_file_is_refused_without_delaying_reregistration(kubelet, start_agent, node):
+def test_an_oversized_devices_file_is_refused_and_a_kubelet_restart_gets_the_last_good_devices(kubelet, start_agent,
+                                                                                               node):
+    # The size is checked before parsing (a stat, not a 10 MB YAML load); how fast re-registration is
+    # stays a benchmark's business (bench/restart_reregistration.py), not a timed assertion here.
     agent = start_agent(config=NO_RESCAN)
     kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
     data = node.devices.load()
@@ -170,10 +173,7 @@ def test_an_oversized_devices_file_is_refused_without_delaying_reregistration(ku
     temporary.write_text(yaml.safe_dump(data))
     os.replace(temporary, node.devices.path)
 
-    started = time.monotonic()
     kubelet.restart()
     kubelet.wait_for(lambda r: len(kubelet.registrations) == 2 and r[RESOURCE].connected
                      and r[RESOURCE].capacity == 4, timeout=WAIT)
-
-    assert time.monotonic() - started < 3.0
     _wait_until(lambda: "max_file_bytes" in agent.log(), what="the size error in the log")

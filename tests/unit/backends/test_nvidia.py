@@ -125,6 +125,27 @@ def test_driver_version(backend: NvidiaBackend) -> None:
     assert backend.driver_version() == "550.54.15"
 
 
+def test_versions_are_read_once_per_nvml_session(backend: NvidiaBackend, fixture: Fixture) -> None:
+    assert backend.driver_version() == "550.54.15"
+    assert "NVML 12.550.54.15" in backend.library_info().api
+    fixture.update({"driver_version": "560.28.03", "nvml_version": "12.560.28.03"})
+    assert backend.driver_version() == "550.54.15"  # not asked again on every scrape
+    assert "NVML 12.550.54.15" in backend.library_info().api
+    backend.close()
+    backend.open()  # a new session (the driver may have been upgraded): asked again
+    assert backend.driver_version() == "560.28.03"
+    assert "NVML 12.560.28.03 (driver 560.28.03)" in backend.library_info().api
+
+
+def test_a_failed_version_read_is_tried_again(backend: NvidiaBackend, fixture: Fixture) -> None:
+    backend.close()
+    fixture.update({"fail.nvmlSystemGetDriverVersion": 999})
+    backend.open()
+    assert backend.driver_version() is None
+    fixture.update({"fail.nvmlSystemGetDriverVersion": 0})
+    assert backend.driver_version() == "550.54.15"
+
+
 def test_fatal_xid_marks_its_gpu_until_queries_answer_again(libnvml: Path, fixture: Fixture,
                                                              host: FakeHost) -> None:
     backend = open_backend(libnvml, host, health_poll_interval_seconds=0.1)

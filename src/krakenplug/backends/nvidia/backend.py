@@ -87,6 +87,9 @@ class NvidiaBackend:
         self._gpu_handles: dict[str, Any] = {}  # UUID -> handle of every GPU the snapshots listed
         self._mig_places: dict[str, list[tuple[int, int, str]]] = {}  # GPU UUID -> (GI, CI, MIG UUID)
         self._listing = listing.Listing(self._book)
+        # NVML and driver versions cannot change while NVML is initialised (a driver upgrade unloads the
+        # module under it, and the backend is opened again): asked once per open, not on every scrape.
+        self._versions: dict[str, str] = {}
 
     def open(self) -> None:
         source = nvml.preload(self._options.library_path, self._options.driver_root)
@@ -98,6 +101,7 @@ class NvidiaBackend:
             raise errors.BackendUnavailable(f"nvmlInit with {source} failed: {err}; is the NVIDIA driver loaded "
                                             "and the library mounted (driver_root / library_path)?") from err
         self._nvml, self._source = calls, source
+        self._versions = {}
         self._memory = gpus.MemoryReader(calls)
         self._topology = topology.Topology(calls, self._handle_by_id)
         logger.info("nvidia: NVML %s initialised (%s), driver %s, mig_strategy=%s", self._nvml_version() or "?",
@@ -105,6 +109,7 @@ class NvidiaBackend:
 
     def close(self) -> None:
         calls, self._nvml = self._nvml, None
+        self._versions = {}
         if calls is None:
             return
         try:
@@ -115,7 +120,7 @@ class NvidiaBackend:
 
     def driver_version(self) -> str | None:
         try:
-            return gpus.text(self._api().call("nvmlSystemGetDriverVersion"))
+            return self._version("nvmlSystemGetDriverVersion")
         except errors.DeviceQueryError as err:
             logger.info("nvidia: no driver version: %s", err)
             return None
@@ -355,10 +360,17 @@ class NvidiaBackend:
 
     def _nvml_version(self) -> str | None:
         try:
-            return gpus.text(self._api().call("nvmlSystemGetNVMLVersion"))
+            return self._version("nvmlSystemGetNVMLVersion")
         except errors.DeviceQueryError as err:
             logger.debug("nvidia: no NVML version: %s", err)
             return None
+
+    def _version(self, function: str) -> str:
+        """A version string from NVML, remembered for this NVML session once it was read (a failure is not)."""
+        known = self._versions.get(function)
+        if known is None:
+            known = self._versions[function] = gpus.text(self._api().call(function))
+        return known
 
     def _is_mig(self, device: base.Device) -> bool:
         return device.index >= MIG_INDEX_BASE
