@@ -144,6 +144,7 @@ class DeviceSpecs:
         self._backend = backend
         self._written: dict[str, Json] = {}  # file name -> content
         self._failing = False
+        self._refused: set[str] = set()  # devices whose allocate() failed, logged once each
 
     def kind(self, device: base.Device) -> str:
         return f"{self.prefix}/{device.vendor}"
@@ -158,7 +159,15 @@ class DeviceSpecs:
         """Rewrites the specs whose content changed; True when any was written."""
         by_kind: dict[str, dict[str, Json]] = {}
         for device in devices:
-            edits = container_edits(self._backend.allocate([device]), env=False)
+            try:
+                edits = container_edits(self._backend.allocate([device]), env=False)
+            except Exception as err:  # noqa: BLE001 - vendor boundary: one device's spec, not the plugin
+                if device.id not in self._refused:
+                    logger.warning("no CDI spec entry for device %s: the backend could not allocate it: %s",
+                                   device.id, err)
+                self._refused.add(device.id)
+                continue
+            self._refused.discard(device.id)
             by_kind.setdefault(self.kind(device), {})[device_name(device.id)] = edits
         wrote = False
         try:

@@ -22,6 +22,7 @@ File format::
     faults:                   # optional
       sample_error: "ECC storm"      # every sample raises DeviceQueryError with this text
       sample_delay_seconds: 10       # every sample sleeps this long first (exercise timeouts)
+      allocate_error: "no such device node"   # allocate() raises DeviceQueryError naming the devices
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class _Faults(BaseModel):
 
     sample_error: str | None = None
     sample_delay_seconds: float = Field(0.0, ge=0)
+    allocate_error: str | None = None
 
 
 class _FakeFile(BaseModel):
@@ -149,6 +151,9 @@ class FakeBackend:
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         ids = ",".join(device.id for device in devices)
+        error = self._current().faults.allocate_error
+        if error:
+            raise errors.DeviceQueryError(f"fake devices {ids}: {error}")
         indexes = ",".join(str(device.index) for device in devices)
         return base.ContainerAllocation(
             envs={"KRAKENPLUG_VISIBLE_DEVICES": ids, "FAKE_VISIBLE_DEVICES": indexes},

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 from krakenplug import cdi
 from krakenplug.backends import base, fake
 
@@ -79,3 +81,23 @@ def test_an_unwritable_directory_is_logged_not_raised(tmp_path: Path, caplog) ->
     assert not specs.update(backend.devices())
     assert not specs.update(backend.devices())
     assert sum("writing CDI specs" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_device_the_backend_cannot_allocate_is_left_out_of_the_specs_and_logged_once(tmp_path: Path,
+                                                                                       caplog) -> None:
+    devices = Devices(tmp_path / "devices.yaml", device_specs(2))
+    backend = _backend(devices.path)
+    specs = cdi.DeviceSpecs(tmp_path / "cdi", "krakenplug.pcl.ac.cn", backend)
+    assert specs.update(backend.devices())
+    data = yaml.safe_load(devices.path.read_text())
+    data["faults"] = {"allocate_error": "device node missing"}
+    devices.path.write_text(yaml.safe_dump(data))
+    path = tmp_path / "cdi" / "krakenplug.pcl.ac.cn_fake.json"
+    assert specs.update(backend.devices())  # every entry refused: the vendor's spec goes, the plugin goes on
+    assert not path.exists()
+    assert not specs.update(backend.devices())
+    refusals = [r.getMessage() for r in caplog.records if "could not allocate" in r.getMessage()]
+    assert len(refusals) == 2 and "device node missing" in refusals[0]  # once per device, not per update
+    del data["faults"]
+    devices.path.write_text(yaml.safe_dump(data))
+    assert specs.update(backend.devices()) and path.exists()
