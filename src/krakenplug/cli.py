@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -258,6 +259,20 @@ def cmd_run(config: settings.Settings, stop: threading.Event | None = None) -> i
     return EXIT_CONFIG if refused else 1 if failures else 0
 
 
+def _exit_now_if_handlers_are_stuck(code: int) -> None:
+    """Ends the process at once when a gRPC handler never returned (stuck in a vendor call): everything
+    else is stopped and its sockets removed, but the interpreter's exit would wait for that worker for ever."""
+    if "krakenplug.grpc_unix" not in sys.modules:  # no gRPC server ran: nothing can be stuck
+        return
+    from krakenplug import grpc_unix
+
+    stuck = grpc_unix.stuck_handlers()
+    if stuck:
+        logger.warning("exiting without waiting for the call(s) still running in %s", ", ".join(stuck))
+        logging.shutdown()
+        os._exit(code)
+
+
 def _install_signal_handlers(stop: threading.Event) -> None:
     def _handle(signum: int, _frame: Any) -> None:
         logger.info("received %s, shutting down", signal.Signals(signum).name)
@@ -288,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_devices(config, args)
         stop = threading.Event()
         _install_signal_handlers(stop)
-        return cmd_run(config, stop)
+        code = cmd_run(config, stop)
+        _exit_now_if_handlers_are_stuck(code)
+        return code
     except errors.ConfigError as err:
         print(f"krakenplug: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -11,13 +11,16 @@ waits without a deadline (bench/idle_cpu.py, docs/plugin.md, Performance). Handl
   and costs no thread while it waits; a client that goes away cancels it at its ``await``.
 
 The pool belongs to the server: made with it and shut down after it, so a stopped server leaves no
-worker threads behind.
+worker threads behind, except a handler stuck in a call that never returns (a hung vendor library):
+``stop`` waits ``STUCK_HANDLER_SECONDS`` for it, logs it and goes on, and ``stuck_handlers()`` tells the
+CLI that the process must exit without waiting for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
@@ -25,13 +28,23 @@ from typing import Any, TypeVar
 
 import grpc
 
+logger = logging.getLogger(__name__)
+
 STOP_GRACE_SECONDS = 1.0  # in-flight calls get this long to finish; streams are cancelled
+STUCK_HANDLER_SECONDS = 5.0  # then a handler still running is waited for this long before it is left behind
 _CALL_TIMEOUT_SECONDS = 30.0  # a loop that does not answer a start/stop within this is broken
 
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
+_stuck: list[str] = []  # servers whose pool still had a running handler when they stopped
+
+
+def stuck_handlers() -> list[str]:
+    """The servers (by worker name prefix) that stopped while a handler was still inside a call."""
+    with _loop_lock:
+        return list(_stuck)
 
 
 def loop() -> asyncio.AbstractEventLoop:
@@ -56,6 +69,7 @@ class UnixServer:
 
     def __init__(self, *, max_workers: int, thread_name_prefix: str,
                  maximum_concurrent_rpcs: int | None = None) -> None:
+        self._name = thread_name_prefix
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=max_workers,
                                                                thread_name_prefix=thread_name_prefix)
         self.server: grpc.aio.Server = run(self._create(maximum_concurrent_rpcs))
@@ -77,4 +91,14 @@ class UnixServer:
         try:
             run(self.server.stop(STOP_GRACE_SECONDS), timeout=STOP_GRACE_SECONDS + _CALL_TIMEOUT_SECONDS)
         finally:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            # The pool's own shutdown waits for every running handler, for ever if one never returns.
+            finisher = threading.Thread(target=self._executor.shutdown, kwargs={"cancel_futures": True},
+                                        name=f"{self._name}-shutdown", daemon=True)
+            finisher.start()
+            finisher.join(STUCK_HANDLER_SECONDS)
+            if finisher.is_alive():
+                logger.warning("gRPC server %s stopped with a call still running after %g s (a vendor library "
+                               "call that does not return?); leaving it behind", self._name,
+                               STOP_GRACE_SECONDS + STUCK_HANDLER_SECONDS)
+                with _loop_lock:
+                    _stuck.append(self._name)

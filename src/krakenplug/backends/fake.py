@@ -23,6 +23,7 @@ File format::
       sample_error: "ECC storm"      # every sample raises DeviceQueryError with this text
       sample_delay_seconds: 10       # every sample sleeps this long first (exercise timeouts)
       allocate_error: "no such device node"   # allocate() raises DeviceQueryError naming the devices
+      allocate_delay_seconds: 30     # allocate() sleeps this long first (a hung vendor call)
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class _Faults(BaseModel):
     sample_error: str | None = None
     sample_delay_seconds: float = Field(0.0, ge=0)
     allocate_error: str | None = None
+    allocate_delay_seconds: float = Field(0.0, ge=0)
 
 
 class _FakeFile(BaseModel):
@@ -151,7 +153,10 @@ class FakeBackend:
 
     def allocate(self, devices: Sequence[base.Device]) -> base.ContainerAllocation:
         ids = ",".join(device.id for device in devices)
-        error = self._current().faults.allocate_error
+        faults = self._faults()
+        if faults.allocate_delay_seconds:
+            time.sleep(faults.allocate_delay_seconds)
+        error = faults.allocate_error
         if error:
             raise errors.DeviceQueryError(f"fake devices {ids}: {error}")
         indexes = ",".join(str(device.index) for device in devices)
@@ -227,6 +232,13 @@ class FakeBackend:
             return self._reload()
         except errors.ConfigError:
             return False
+
+    def _faults(self) -> _Faults:
+        """The faults of the last load; none before one (allocate needs only the devices it is given)."""
+        try:
+            return self._current().faults
+        except errors.BackendUnavailable:
+            return _Faults()
 
     def _current(self) -> _State:
         if not self._watching and self._options.devices_file is not None:

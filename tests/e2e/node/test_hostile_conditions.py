@@ -67,6 +67,35 @@ def test_surplus_list_and_watch_streams_are_refused_and_unary_calls_still_served
     assert kubelet.allocate(RESOURCE, 1, pod="after-the-flood").container_responses
 
 
+def test_a_hung_allocate_stalls_only_itself_health_and_other_calls_go_on(kubelet, start_agent, node):
+    """Unary handlers run on the server's workers, streams on the gRPC event loop: a vendor call that
+    hangs in Allocate must not hold up ListAndWatch or the kubelet's other calls (krakenplug.grpc_unix)."""
+    agent = start_agent(config=NO_RESCAN)
+    state = kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
+    data = node.devices.load()
+    data["faults"] = {"allocate_delay_seconds": 3 * WAIT}  # longer than every wait below
+    node.devices.write(data)
+    with grpc.insecure_channel(f"unix://{node.plugin_dir / state.endpoint}") as channel:
+        stub = dp_grpc.DevicePluginStub(channel)
+        request = dp_pb2.AllocateRequest(container_requests=[dp_pb2.ContainerAllocateRequest(devices_ids=["fake-1"])])
+        hung = stub.Allocate.future(request)
+        try:
+            node.devices.set_health("fake-0", "Unhealthy")
+            kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=3, timeout=WAIT)
+            assert stub.GetDevicePluginOptions(dp_pb2.Empty(), timeout=WAIT).get_preferred_allocation_available
+            preferred = stub.GetPreferredAllocation(dp_pb2.PreferredAllocationRequest(container_requests=[
+                dp_pb2.ContainerPreferredAllocationRequest(available_deviceIDs=["fake-1", "fake-2"],
+                                                           allocation_size=1)]), timeout=WAIT)
+            assert len(preferred.container_responses[0].deviceIDs) == 1
+            assert not hung.done()  # all of the above happened while Allocate was still stuck
+        finally:
+            hung.cancel()
+    # Stopping does not wait for the stuck call: the agent exits on SIGTERM (well before the stuck call's
+    # 90 s) and says why.
+    assert agent.terminate(timeout=WAIT) == 0
+    assert "still running" in agent.log()
+
+
 def test_kubelet_restarts_never_count_towards_the_crash_loop_guard(kubelet, start_agent):
     agent = start_agent(config={"plugin": {"restart_limit": 1}})
     kubelet.wait_for_resource(RESOURCE, capacity=4, allocatable=4, timeout=WAIT)
