@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +62,36 @@ def loop() -> asyncio.AbstractEventLoop:
 def run(coroutine: Coroutine[Any, Any, T], *, timeout: float = _CALL_TIMEOUT_SECONDS) -> T:
     """Runs ``coroutine`` on the gRPC loop from any other thread and returns its result."""
     return asyncio.run_coroutine_threadsafe(coroutine, loop()).result(timeout)
+
+
+class Wakeups:
+    """Wakes the streams waiting on the gRPC loop from any thread (a new snapshot, a server closing)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[asyncio.Event]:
+        """On the loop: an event that every later :meth:`wake` sets. Clear it before looking at what it
+        guards, then await it, so a wake between the look and the wait is never lost."""
+        event = asyncio.Event()
+        with self._lock:
+            self._waiting[event] = asyncio.get_running_loop()
+        try:
+            yield event
+        finally:
+            with self._lock:
+                del self._waiting[event]
+
+    def wake(self) -> None:
+        with self._lock:
+            for event, loop in self._waiting.items():
+                loop.call_soon_threadsafe(event.set)
 
 
 class UnixServer:

@@ -100,8 +100,8 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         name="dra-slices", daemon=True)
     logger.info("DRA driver %s starting on node %s: registry %s, plugin dir %s, CDI dir %s", driver, node,
                 config.registry_dir, plugin_dir, settings.cdi_dir)
-    dra_socket.start()
     try:
+        dra_socket.start()
         for path in server.remove_dead_sockets(config.registry_dir, f"{driver}-*reg.sock",
                                                keep=registration_socket.path):
             logger.info("removed the dead registration socket %s", path)

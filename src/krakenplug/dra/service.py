@@ -27,6 +27,7 @@ from krakenplug.api import pluginregistration_v1_pb2_grpc as reg_grpc
 from krakenplug.backends import base
 from krakenplug.dra.claims import ClaimError
 from krakenplug.dra.prepare import ClaimRef, Preparer
+from krakenplug.grpc_unix import Wakeups
 from krakenplug.hub import DeviceHub, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -166,16 +167,15 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
         self._on_sent = on_sent
         self._max_streams = max_streams
         self._streams = threading.BoundedSemaphore(max_streams)
-        self._lock = threading.Lock()
         self._closed = False
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters = Wakeups()
+        self._unsubscribe = hub.subscribe(lambda snapshot: self._waiters.wake())  # on the hub's thread
 
     def close(self) -> None:
         """Ends every stream (the driver is stopping)."""
-        with self._lock:
-            self._closed = True
-            for loop, event in self._waiters:
-                loop.call_soon_threadsafe(event.set)
+        self._closed = True
+        self._unsubscribe()
+        self._waiters.wake()
 
     async def NodeWatchResources(self, request: health_pb2.NodeWatchResourcesRequest,
                                  context: Any) -> AsyncIterator[health_pb2.NodeWatchResourcesResponse]:
@@ -191,17 +191,8 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
             self._streams.release()
 
     async def _watch(self) -> AsyncIterator[health_pb2.NodeWatchResourcesResponse]:
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
-        loop, changed = waiter
-
-        def wake(snapshot: Snapshot) -> None:  # on the hub's thread
-            loop.call_soon_threadsafe(changed.set)
-
-        unsubscribe = self._hub.subscribe(wake)
-        with self._lock:
-            self._waiters.add(waiter)
         resend = self._timeout / 3  # well within the kubelet's timeout, so no device turns Unknown
-        try:
+        with self._waiters.waiting() as changed:
             while not self._closed:
                 changed.clear()  # before reading: a snapshot after this read wakes the wait below
                 snapshot = self._hub.snapshot()
@@ -210,7 +201,3 @@ class HealthServicer(health_grpc.DRAResourceHealthServicer):
                 self._on_sent(snapshot)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), resend)
-        finally:
-            unsubscribe()
-            with self._lock:
-                self._waiters.discard(waiter)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
+from krakenplug.grpc_unix import Wakeups
 from krakenplug.plugin import inventory as inventory_mod
-
-_Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
 
 class SnapshotFeed:
@@ -21,7 +19,7 @@ class SnapshotFeed:
         self._inventory = inventory
         self._version = 0
         self._closed = False
-        self._waiters: set[_Waiter] = set()
+        self._waiters = Wakeups()
 
     @property
     def inventory(self) -> inventory_mod.Inventory:
@@ -38,33 +36,24 @@ class SnapshotFeed:
             self._inventory = inventory
             if visible:
                 self._version += 1
-                self._wake()
+                self._waiters.wake()
             return visible
 
     def close(self) -> None:
         """Ends every stream waiting on this feed."""
         with self._lock:
             self._closed = True
-            self._wake()
-
-    def _wake(self) -> None:
-        for loop, event in self._waiters:
-            loop.call_soon_threadsafe(event.set)
+            self._waiters.wake()
 
     async def next_after(self, version: int) -> tuple[int, inventory_mod.Inventory] | None:
         """The next snapshot after ``version``; None once the feed is closed. A cancelled stream (the
         client went away) is cancelled here."""
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
-        try:
+        with self._waiters.waiting() as changed:
             while True:
+                changed.clear()
                 with self._lock:
                     if self._closed:
                         return None
                     if self._version != version:
                         return self._version, self._inventory
-                    waiter[1].clear()
-                    self._waiters.add(waiter)
-                await waiter[1].wait()
-        finally:
-            with self._lock:
-                self._waiters.discard(waiter)
+                await changed.wait()
