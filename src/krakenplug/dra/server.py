@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def keep_serving(sockets: Sequence[SocketServer], stop: threading.Event, *,
         by_directory.setdefault(served.path.parent, []).append(served)
     watches = [(fswatch.DirectoryWatch(directory, names={s.path.name for s in group}, poll_seconds=poll_seconds),
                 group) for directory, group in by_directory.items()]
-    threads = [threading.Thread(target=_follow, args=(watch, group), name=f"dra-watch-{watch.directory.name}",
+    threads = [threading.Thread(target=_follow, args=(watch, group, poll_seconds), name=f"dra-watch-{watch.directory.name}",
                                 daemon=True) for watch, group in watches]
     for thread in threads:
         thread.start()
@@ -152,15 +153,26 @@ def keep_serving(sockets: Sequence[SocketServer], stop: threading.Event, *,
             watch.release()
 
 
-def _follow(watch: fswatch.DirectoryWatch, sockets: Sequence[SocketServer]) -> None:
+def _follow(watch: fswatch.DirectoryWatch, sockets: Sequence[SocketServer], poll_seconds: float) -> None:
     logger.debug("watching %s for %s (%s)", watch.directory, ", ".join(s.path.name for s in sockets),
-                 "inotify" if watch.inotify else f"polled every {FALLBACK_POLL_SECONDS:g} s")
-    while not watch.closed:
-        watch.wait(None)
-        if watch.closed:
-            return
-        for served in sockets:
-            try:
-                served.restart_if_lost()
-            except errors.RegistrationError as err:  # the directory is gone for now: the next event retries
-                logger.error("%s", err)
+                 "inotify" if watch.inotify else f"polled every {poll_seconds:g} s")
+    try:
+        _serve_lost(sockets)  # whatever went before the watch was in place
+        while not watch.closed:
+            watch.wait(None)
+            if not watch.closed:
+                _serve_lost(sockets)
+    except Exception:  # top of a thread: without a fallback a wiped socket would never be served again
+        logger.exception("watching %s failed; checking its sockets every %g s instead", watch.directory,
+                         poll_seconds)
+        while not watch.closed:
+            time.sleep(poll_seconds)
+            _serve_lost(sockets)
+
+
+def _serve_lost(sockets: Sequence[SocketServer]) -> None:
+    for served in sockets:
+        try:
+            served.restart_if_lost()
+        except errors.RegistrationError as err:  # the directory is gone for now: the next event retries
+            logger.error("%s", err)
