@@ -86,15 +86,20 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
         health_grpc.add_DRAResourceHealthServicer_to_server(health, grpc_server)
 
     dra_socket = server.SocketServer(dra_path, add_dra, what=f"DRA driver {driver}")
-    resync = threading.Event()
-    registration = service.RegistrationServicer(driver, str(dra_socket.path), on_registered=resync.set)
+    resync, wake_publisher = threading.Event(), threading.Event()
+
+    def registered() -> None:  # the kubelet deletes the slices of a driver it had not registered: list again
+        resync.set()
+        wake_publisher.set()
+
+    registration = service.RegistrationServicer(driver, str(dra_socket.path), on_registered=registered)
     registration_socket = server.SocketServer(
         registration_path,
         lambda grpc_server: reg_grpc.add_RegistrationServicer_to_server(registration, grpc_server),
         what=f"DRA registration of {driver}")
     publisher = SlicePublisher(api, node=node, driver=driver, build=build)
     publishing = threading.Thread(
-        target=run_publisher, args=(publisher, hub.wait_for_change, stop),
+        target=run_publisher, args=(publisher, hub, stop, wake_publisher),
         kwargs={"retry_initial": config.retry_initial_seconds, "retry_max": config.retry_max_seconds,
                 "resync": resync},
         name="dra-slices", daemon=True)
@@ -113,6 +118,7 @@ def run(settings: Settings, hub: DeviceHub, stop: threading.Event) -> None:
                                      "retry_max": config.retry_max_seconds}).start()
         server.keep_serving([dra_socket, registration_socket], stop)
     finally:
+        wake_publisher.set()  # stop is set: the publisher ends
         health.close()
         registration_socket.stop()
         dra_socket.stop()

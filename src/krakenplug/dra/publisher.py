@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from krakenplug.backends import base
 from krakenplug.dra import slices as slices_mod
@@ -23,7 +23,6 @@ from krakenplug.transitions import TransitionLog
 logger = logging.getLogger(__name__)
 
 Json = dict[str, Any]
-_WAKE_SECONDS = 0.5  # how long a wait may hide ``stop``
 PoolBuilder = Callable[[Sequence[base.Device], int, bool], slices_mod.Pool]  # devices, generation, partitionable
 
 
@@ -124,40 +123,53 @@ class SlicePublisher:
         self._published.clear()
 
 
-def run_publisher(publisher: SlicePublisher, snapshots: Callable[[int, float], Any], stop: threading.Event, *,
+class Snapshots(Protocol):
+    """What the loop needs of the device hub."""
+
+    def snapshot(self) -> Any: ...
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+def run_publisher(publisher: SlicePublisher, hub: Snapshots, stop: threading.Event, wake: threading.Event, *,
                   retry_initial: float, retry_max: float, resync_seconds: float = 300.0,
                   resync: threading.Event | None = None,
                   on_published: Callable[[int], None] = lambda version: None) -> None:
-    """Publishes every new snapshot until ``stop``; ``snapshots(after, timeout)`` is ``hub.wait_for_change``.
+    """Publishes every new snapshot of ``hub`` until ``stop``; set ``wake`` after setting ``stop`` or
+    ``resync``, so the loop looks at once (it sleeps otherwise: no timer but the resync).
 
     Every ``resync_seconds`` without a change, and whenever ``resync`` is set (the kubelet registered us:
     a kubelet deletes the slices of a driver that stayed unregistered), the slices are listed again, a
     read that leads to a write only when somebody else changed or deleted them.
     """
+    unsubscribe = hub.subscribe(lambda snapshot: wake.set())  # on the hub's thread
     version, delay = -1, retry_initial
     next_resync = time.monotonic() + resync_seconds
-    while not stop.is_set():
-        snapshot = snapshots(version, _WAKE_SECONDS)
-        if stop.is_set():
-            return
-        asked = False
-        if resync is not None and resync.is_set():
-            resync.clear()
-            asked = True
-        if snapshot.version == version:
-            if time.monotonic() < next_resync and not asked:
+    try:
+        while not stop.is_set():
+            wake.clear()  # before looking: a change after the look ends the wait below
+            snapshot = hub.snapshot()
+            asked = resync is not None and resync.is_set()
+            if asked and resync is not None:
+                resync.clear()
+            if snapshot.version == version:
+                left = next_resync - time.monotonic()
+                if left > 0 and not asked:
+                    wake.wait(left)
+                    continue
+                publisher.forget()
+            try:
+                publisher.sync(snapshot.devices)
+            except ApiError:
+                stop.wait(delay)
+                delay = min(delay * 2, retry_max)
                 continue
-            publisher.forget()
-        try:
-            publisher.sync(snapshot.devices)
-        except ApiError:
-            stop.wait(delay)
-            delay = min(delay * 2, retry_max)
-            continue
-        delay = retry_initial
-        version = snapshot.version
-        next_resync = time.monotonic() + resync_seconds
-        on_published(version)
+            delay = retry_initial
+            version = snapshot.version
+            next_resync = time.monotonic() + resync_seconds
+            on_published(version)
+    finally:
+        unsubscribe()
 
 
 def _counters_dropped(sent: Json, stored: Json) -> bool:
